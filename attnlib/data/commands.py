@@ -1,0 +1,91 @@
+"""``attnlib data generate | verify | split``: the data sub-commands of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from attnlib.data.defaults import synthetic_egd_cxr
+from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
+from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
+from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
+
+DATASETS = ("egd-cxr",)
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add ``data`` with its sub-commands to the top-level parser."""
+    data = sub.add_parser("data", help="generate, verify and split datasets")
+    cmds = data.add_subparsers(dest="data_command", required=True)
+
+    gen = cmds.add_parser("generate", help="write the synthetic default dataset in the real layout")
+    gen.add_argument("dataset", choices=DATASETS)
+    gen.add_argument(
+        "--profile", default=None, help="smoke | quick | paper (default: $ATTNLIB_PROFILE or quick)"
+    )
+    gen.add_argument("--out", type=Path, default=None, help="parent folder (default: <home>/data/synthetic)")
+    gen.add_argument("--n-images", type=int, default=None)
+    gen.add_argument("--evidence-strength", type=float, default=None)
+    gen.add_argument("--cue", choices=("marker_presence", "marker_position"), default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.set_defaults(handler=_generate)
+
+    ver = cmds.add_parser("verify", help="check a local copy against data_manifests/ and list every problem")
+    ver.add_argument("dataset", choices=DATASETS)
+    ver.add_argument(
+        "--root", type=Path, required=True, help="EGD-CXR folder, or a folder with egd-cxr/ and mimic-cxr/"
+    )
+    ver.add_argument(
+        "--mimic-root", type=Path, default=None, help="MIMIC-CXR root (default: <root>/mimic-cxr)"
+    )
+    ver.add_argument("--deep", action="store_true", help="also decode every DICOM and compare mask sizes")
+    ver.set_defaults(handler=_verify)
+
+    spl = cmds.add_parser("split", help="write a label-balanced 70/10/20 split file")
+    spl.add_argument("dataset", choices=DATASETS)
+    spl.add_argument("--root", type=Path, required=True)
+    spl.add_argument("--seed", type=int, default=0)
+    spl.add_argument(
+        "--out", type=Path, default=None, help="default: data_manifests/splits/egd_cxr_seed<seed>.csv"
+    )
+    spl.set_defaults(handler=_split)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    knobs = {
+        k: v
+        for k, v in {
+            "n_images": args.n_images,
+            "evidence_strength": args.evidence_strength,
+            "cue": args.cue,
+            "seed": args.seed,
+        }.items()
+        if v is not None
+    }
+    start = time.perf_counter()
+    out = synthetic_egd_cxr(args.profile, root=args.out, **knobs)
+    print(f"synthetic EGD-CXR ready at {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    paths = EGDCXRPaths.from_root(args.root, args.mimic_root)
+    problems = verify_egd_cxr(paths, deep=args.deep)
+    for problem in problems:
+        print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
+    errors = sum(p.severity == "error" for p in problems)
+    print(f"{paths.egd_root}: {errors} errors, {len(problems) - errors} warnings")
+    return 1 if errors else 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    paths = EGDCXRPaths.from_root(args.root)
+    sheet = read_master_sheet(paths.master_sheet)
+    frame = balanced_split(sheet["dicom_id"].tolist(), sheet["label"].tolist(), args.seed, GG_CAM_FRACTIONS)
+    out = args.out or MANIFEST_DIR / "splits" / f"egd_cxr_seed{args.seed}.csv"
+    save_split(frame, out)
+    counts = frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    print(f"wrote {out}\n{counts}")
+    return 0

@@ -1,0 +1,46 @@
+"""The default data of every notebook: a real root when given, else the profile's synthetic set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from attnlib.data.egd_cxr import EGDCXRPaths
+from attnlib.data.synthetic_cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr
+from attnlib.paths import data_dir
+from attnlib.profiles import load_profile
+
+
+def synthetic_egd_cxr_config(profile: str | None = None, **overrides: Any) -> SyntheticCXRConfig:
+    """The profile's synthetic EGD-CXR knobs, with ``overrides`` (e.g. ``cue="marker_position"``)."""
+    return SyntheticCXRConfig(**{**load_profile(profile)["egd_cxr_synthetic"], **overrides})
+
+
+def synthetic_egd_cxr(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
+    """Folder of the synthetic EGD-CXR set for this profile and these knobs, generated on first use.
+
+    The folder name carries a hash of the configuration, so different knobs never share a folder
+    and the same knobs are generated once (deterministically) and then reused.
+    """
+    config = synthetic_egd_cxr_config(profile, **overrides)
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    out = (root or data_dir() / "synthetic") / f"egd-cxr-{digest}"
+    return generate_synthetic_egd_cxr(out, config)
+
+
+def egd_cxr_paths(
+    data_root: str | Path | None = None,
+    mimic_root: str | Path | None = None,
+    profile: str | None = None,
+    **synthetic: Any,
+) -> EGDCXRPaths:
+    """Real EGD-CXR paths when ``data_root`` is given, otherwise the synthetic default's."""
+    if data_root is None:
+        if mimic_root is not None:
+            raise ValueError("mimic_root was given without data_root")
+        return EGDCXRPaths.from_root(synthetic_egd_cxr(profile, **synthetic))
+    if synthetic:
+        raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only when data_root is None")
+    return EGDCXRPaths.from_root(data_root, mimic_root)

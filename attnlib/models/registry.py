@@ -1,0 +1,218 @@
+"""Backbone registry: ``create_model(name, num_classes, in_chans, pretrained)`` for every paper.
+
+Pretrained weights are never downloaded. ImageNet weights are used only when torchvision's weight
+file is already in torch.hub's cache, ``torch.hub.get_dir()/checkpoints/<file name of the weight
+URL>`` (set ``TORCH_HOME`` to move it; copy the file there by hand on an offline machine).
+Inputs are not normalised here: models see the dataset's images as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+from torchvision.models import WeightsEnum
+
+log = logging.getLogger(__name__)
+
+Pretrained = Literal["auto"] | bool
+#: ``build(weights=...)``: the network with its original (ImageNet) head, ``weights`` loaded when not None.
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and where its parts are (dotted module paths)."""
+
+    name: str
+    build: Builder
+    weights: WeightsEnum | None
+    stem: str
+    head: str
+    feature_layer: str
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(
+    name: str, *, weights: WeightsEnum | None, stem: str, head: str, feature_layer: str
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``build(weights=...) -> nn.Module`` as backbone ``name``.
+
+    ``stem`` is the first convolution (replaced for ``in_chans=1``), ``head`` the final
+    ``nn.Linear`` (replaced for ``num_classes``), ``feature_layer`` the last feature block (where
+    a CAM layer attaches), all as dotted paths for ``nn.Module.get_submodule``.
+    """
+
+    def decorator(build: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _REGISTRY[name] = BackboneSpec(name, build, weights, stem, head, feature_layer)
+        return build
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names of all registered backbones, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The registration of backbone ``name`` (``KeyError`` listing the known names otherwise)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; registered: {', '.join(list_models())}") from None
+
+
+def feature_layer(name: str) -> str:
+    """Dotted path of backbone ``name``'s last feature block, e.g. ``"layer4"`` for a ResNet."""
+    return get_backbone(name).feature_layer
+
+
+def weight_path(name: str) -> Path | None:
+    """Where backbone ``name``'s ImageNet weight file must be in torch.hub's cache (None: no weights)."""
+    weights = get_backbone(name).weights
+    if weights is None:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def create_model(
+    name: str, num_classes: int, in_chans: int = 3, pretrained: Pretrained = "auto"
+) -> nn.Module:
+    """Build backbone ``name`` with a fresh ``num_classes`` head and ``in_chans`` input channels.
+
+    ``pretrained``: ``"auto"`` loads the cached ImageNet weights when the file is there and
+    otherwise warns that the model starts from random weights; ``True`` requires the file
+    (``FileNotFoundError`` naming it); ``False`` always starts from random weights.
+    ``in_chans=1`` replaces the first convolution by one whose kernel is the sum of the RGB
+    kernels (the standard grey-scale adaptation of pretrained weights). The model carries
+    ``attnlib_backbone``, ``attnlib_feature_layer`` and ``attnlib_weights`` (``"imagenet:<path>"``
+    or ``"random"``).
+    """
+    spec = get_backbone(name)
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    path = _pretrained_file(spec, pretrained)
+    model = spec.build(weights=spec.weights if path is not None else None)
+    if in_chans == 1:
+        _set_submodule(model, spec.stem, _grey_conv(model.get_submodule(spec.stem)))
+    head = model.get_submodule(spec.head)
+    _set_submodule(model, spec.head, nn.Linear(head.in_features, num_classes))
+    model.attnlib_backbone = name
+    model.attnlib_feature_layer = spec.feature_layer
+    model.attnlib_weights = f"imagenet:{path}" if path is not None else "random"
+    return model
+
+
+def _pretrained_file(spec: BackboneSpec, pretrained: Pretrained) -> Path | None:
+    """The weight file to load, or None for random weights (see ``create_model``)."""
+    if pretrained not in ("auto", True, False):
+        raise ValueError(f"pretrained must be 'auto', True or False, got {pretrained!r}")
+    if pretrained is False:
+        return None
+    path = weight_path(spec.name)
+    if path is None:
+        if pretrained is True:
+            raise ValueError(f"backbone {spec.name!r} has no pretrained weights")
+        return None
+    if path.is_file():
+        return path
+    if pretrained is True:
+        raise FileNotFoundError(
+            f"{path}: ImageNet weights for {spec.name} not found; attnlib never downloads them, "
+            f"put torchvision's file there (from {spec.weights.url})"
+        )
+    log.warning(
+        "%s starts from RANDOM weights: no ImageNet weight file at %s (attnlib never downloads; "
+        "copy torchvision's file from %s there to use it)",
+        spec.name,
+        path,
+        spec.weights.url,
+    )
+    return None
+
+
+def _grey_conv(conv: nn.Module) -> nn.Conv2d:
+    """A one-channel copy of ``conv`` whose kernel is the sum of the RGB kernels."""
+    if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3:
+        raise TypeError(f"expected a 3-channel Conv2d stem, got {conv!r}")
+    grey = nn.Conv2d(
+        1,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    with torch.no_grad():
+        grey.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            grey.bias.copy_(conv.bias)
+    return grey
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the sub-module at dotted ``path``."""
+    parent, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
+#: torchvision backbones used by the papers: name -> (weights, stem, head, feature layer).
+#: Weights: torchvision's original IMAGENET1K_V1 releases (ResNet-50/152 also have newer V2 files).
+_TORCHVISION = {
+    "resnet18": (tvm.ResNet18_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
+    "resnet34": (tvm.ResNet34_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
+    "resnet50": (tvm.ResNet50_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
+    "resnet152": (tvm.ResNet152_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
+    "efficientnet_v2_s": (
+        tvm.EfficientNet_V2_S_Weights.IMAGENET1K_V1,
+        "features.0.0",
+        "classifier.1",
+        "features",
+    ),
+    "densenet161": (tvm.DenseNet161_Weights.IMAGENET1K_V1, "features.conv0", "classifier", "features"),
+    "vgg16": (tvm.VGG16_Weights.IMAGENET1K_V1, "features.0", "classifier.6", "features"),
+}
+
+
+def _register_torchvision() -> None:
+    for name, (weights, stem, head, features) in _TORCHVISION.items():
+        register_backbone(name, weights=weights, stem=stem, head=head, feature_layer=features)(
+            getattr(tvm, name)
+        )
+
+
+_register_torchvision()
+
+
+@register_backbone(
+    "googlenet",
+    weights=tvm.GoogLeNet_Weights.IMAGENET1K_V1,
+    stem="conv1.conv",
+    head="fc",
+    feature_layer="inception5b",
+)
+def _googlenet(*, weights: WeightsEnum | None) -> nn.Module:
+    """GoogLeNet without auxiliary heads and without torchvision's input re-normalisation.
+
+    ``transform_input`` is off because it assumes three ImageNet-normalised channels.
+    """
+    if weights is None:
+        return tvm.googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=True)
+    return tvm.googlenet(weights=weights, transform_input=False)

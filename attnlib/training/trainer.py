@@ -1,0 +1,447 @@
+"""One training loop for every method: best-validation weights, LR schedule, early stopping, resume.
+
+After every epoch the whole state (weights, optimizer, scheduler, history, best weights, RNG
+states of python/numpy/torch/CUDA and of the training loader's generator) is written atomically
+to ``<workdir>/checkpoint.pt``; ``fit`` on a workdir holding one continues after its last epoch,
+and with deterministic training reaches exactly the weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, ReduceLROnPlateau
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from attnlib._io import atomic_write_bytes
+from attnlib.device import default_device
+from attnlib.seeding import seed_everything
+from attnlib.training.methods import Method, StepOutput
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+OptimizerName = Literal["adam", "adamax", "sgd", "sgd_momentum", "sgd_nesterov"]
+StateDict = dict[str, Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (saved with every run).
+
+    The LR follows ``ReduceLROnPlateau`` on the validation loss (``plateau_factor``,
+    ``plateau_patience``) unless ``lr_milestones`` is given: then it is multiplied by
+    ``milestone_factor`` after each listed epoch (step schedule of ABN and GALA).
+    ``early_stop_patience``: stop after that many epochs without a lower validation loss.
+    ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only.
+    """
+
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerName = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    plateau_patience: int = 10
+    plateau_factor: float = 0.1
+    lr_milestones: tuple[int, ...] = ()
+    milestone_factor: float = 0.1
+    early_stop_patience: int | None = None
+    amp: bool = True
+    channels_last: bool = True
+    deterministic: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
+        if self.optimizer not in OptimizerName.__args__:
+            raise ValueError(f"optimizer must be one of {OptimizerName.__args__}, got {self.optimizer!r}")
+        self.lr_milestones = tuple(self.lr_milestones)
+
+
+@dataclass
+class FitResult:
+    """Outcome of ``Trainer.fit``; states are CPU copies of the method's ``state_dict``."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    last_epoch: int
+    best_state: StateDict
+    last_state: StateDict
+    stopped_early: bool
+
+
+@dataclass
+class _Progress:
+    """The resumable bookkeeping of a fit (everything but modules, optimizer and RNGs)."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: StateDict | None = None
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Trains any ``Method``: ``fit`` then ``predict``; never branches on the method."""
+
+    def __init__(self, config: TrainConfig, device: str | torch.device | None = None) -> None:
+        self.config = config
+        self.device = default_device(device)
+        self._cuda = self.device.type == "cuda"
+
+    def fit(
+        self, method: Method, train_loader: DataLoader, val_loader: DataLoader, workdir: Path, seed: int
+    ) -> FitResult:
+        """Train ``method``, resuming from ``workdir/checkpoint.pt`` when present.
+
+        Seeds everything with ``seed`` first. The method ends with its last-epoch weights.
+        """
+        cfg = self.config
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        seed_everything(seed, cfg.deterministic)
+        self._place(method)
+        optimizer = self._optimizer(method)
+        scheduler = self._scheduler(optimizer)
+        checkpoint = workdir / CHECKPOINT
+        progress = _Progress()
+        if checkpoint.is_file():
+            progress = self._resume(checkpoint, seed, method, optimizer, scheduler, train_loader)
+        with tqdm(total=cfg.epochs, initial=progress.epoch, unit="epoch", disable=not cfg.progress) as bar:
+            while progress.epoch < cfg.epochs and not progress.stopped_early:
+                row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader)
+                if isinstance(scheduler, ReduceLROnPlateau):
+                    scheduler.step(row["val_loss"])
+                else:
+                    scheduler.step()
+                self._track(progress, row, method)
+                self._save(checkpoint, seed, method, optimizer, scheduler, train_loader, progress)
+                bar.set_postfix(
+                    loss=f"{row['train_loss']:.4g}",
+                    val_loss=f"{row['val_loss']:.4g}",
+                    val_acc=f"{row['val_accuracy']:.3f}",
+                    refresh=False,
+                )
+                bar.update()
+        return _result(progress, method)
+
+    @torch.no_grad()
+    def predict(self, method: Method, loader: DataLoader) -> pd.DataFrame:
+        """Softmax probabilities per sample: ``id, label, prob_0 .. prob_<k-1>, pred``."""
+        self._place(method)
+        method.eval()
+        ids: list[str] = []
+        labels, probs = [], []
+        for batch in loader:
+            out = self._step(method, self._to_device(batch))
+            probs.append(torch.softmax(out.outputs["logits"].float(), dim=1).cpu())
+            labels.append(batch["lab"].cpu())
+            ids.extend(str(i) for i in batch["id"])
+        p = torch.cat(probs).numpy()
+        columns: dict[str, Any] = {"id": ids, "label": torch.cat(labels).numpy()}
+        columns.update({f"prob_{k}": p[:, k] for k in range(p.shape[1])})
+        columns["pred"] = p.argmax(axis=1)
+        return pd.DataFrame(columns)
+
+    def _epoch(
+        self,
+        epoch: int,
+        method: Method,
+        optimizer: Optimizer,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+    ) -> dict[str, float]:
+        """Train one epoch, validate, and return the history row."""
+        start = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update({f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups if "name" in g})
+        method.on_epoch_start(epoch)
+        train, train_wait = self._train_epoch(method, optimizer, train_loader)
+        val, val_wait = self._validate(method, val_loader)
+        elapsed = time.perf_counter() - start
+        row.update({f"train_{k}": v for k, v in train.items()})
+        row.update({f"val_{k}": v for k, v in val.items()})
+        row.update(method.scalars())
+        row.update(
+            data_seconds=train_wait + val_wait,
+            compute_seconds=elapsed - train_wait - val_wait,
+            epoch_seconds=elapsed,
+        )
+        log.debug("epoch %d: %s", epoch, row)
+        return row
+
+    def _train_epoch(
+        self, method: Method, optimizer: Optimizer, loader: DataLoader
+    ) -> tuple[dict[str, float], float]:
+        """One pass of optimisation; returns mean losses and seconds spent waiting for data."""
+        method.train()
+        means, wait = _Means(), 0.0
+        for batch, waited in _timed(loader):
+            wait += waited
+            batch = self._to_device(batch)
+            optimizer.zero_grad(set_to_none=True)
+            out = self._step(method, batch)
+            out.losses["loss"].backward()
+            optimizer.step()
+            means.add(out.losses, len(batch["lab"]))
+        return means.result(), wait
+
+    @torch.no_grad()
+    def _validate(self, method: Method, loader: DataLoader) -> tuple[dict[str, float], float]:
+        """Mean validation losses and accuracy; returns them and seconds spent waiting for data."""
+        method.eval()
+        means, wait = _Means(), 0.0
+        for batch, waited in _timed(loader):
+            wait += waited
+            batch = self._to_device(batch)
+            out = self._step(method, batch)
+            correct = (out.outputs["logits"].argmax(dim=1) == batch["lab"]).float().mean()
+            means.add({**out.losses, "accuracy": correct}, len(batch["lab"]))
+        return means.result(), wait
+
+    def _step(self, method: Method, batch: dict[str, Any]) -> StepOutput:
+        """``method.step`` under bf16 autocast when enabled on CUDA; checks the output contract."""
+        with self._autocast():
+            out = method.step(batch)
+        if "loss" not in out.losses or "logits" not in out.outputs:
+            raise KeyError(f"{type(method).__name__}.step() must return losses['loss'] and outputs['logits']")
+        return out
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._cuda and self.config.amp)
+
+    def _place(self, method: Method) -> None:
+        method.to(self.device)
+        if self._cuda and self.config.channels_last:
+            method.to(memory_format=torch.channels_last)
+
+    def _to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Tensors of ``batch`` on the device (4-D float ones channels-last when enabled)."""
+        moved = {}
+        for key, value in batch.items():
+            if isinstance(value, Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if (
+                    self._cuda
+                    and self.config.channels_last
+                    and value.dim() == 4
+                    and value.is_floating_point()
+                ):
+                    value = value.contiguous(memory_format=torch.channels_last)
+            moved[key] = value
+        return moved
+
+    def _optimizer(self, method: Method) -> Optimizer:
+        cfg = self.config
+        groups = method.param_groups(cfg.lr)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamax":
+            return torch.optim.Adamax(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        momentum = 0.0 if cfg.optimizer == "sgd" else cfg.momentum
+        return torch.optim.SGD(
+            groups,
+            lr=cfg.lr,
+            momentum=momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.optimizer == "sgd_nesterov",
+        )
+
+    def _scheduler(self, optimizer: Optimizer) -> LRScheduler | ReduceLROnPlateau:
+        cfg = self.config
+        if cfg.lr_milestones:
+            return MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.milestone_factor)
+        return ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+
+    def _track(self, progress: _Progress, row: dict[str, float], method: Method) -> None:
+        """Record the epoch: history, best weights, early-stopping counter."""
+        progress.epoch = int(row["epoch"])
+        progress.history.append(row)
+        if row["val_loss"] < progress.best_loss:
+            progress.best_loss = row["val_loss"]
+            progress.best_epoch = progress.epoch
+            progress.best_state = _cpu_state(method)
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        patience = self.config.early_stop_patience
+        if patience is not None and progress.bad_epochs >= patience:
+            progress.stopped_early = True
+            log.info(
+                "early stop after epoch %d: no lower validation loss for %d epochs (best epoch %d)",
+                progress.epoch,
+                patience,
+                progress.best_epoch,
+            )
+
+    def _identity(self, seed: int) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the seed and every setting but ``progress``."""
+        settings = asdict(self.config)
+        settings.pop("progress")
+        return {"seed": seed, **settings}
+
+    def _save(
+        self,
+        path: Path,
+        seed: int,
+        method: Method,
+        optimizer: Optimizer,
+        scheduler: LRScheduler | ReduceLROnPlateau,
+        train_loader: DataLoader,
+        progress: _Progress,
+    ) -> None:
+        payload = {
+            "format": _CHECKPOINT_FORMAT,
+            "identity": self._identity(seed),
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "progress": dict(vars(progress)),
+            "rng": _rng_state(train_loader),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def _resume(
+        self,
+        path: Path,
+        seed: int,
+        method: Method,
+        optimizer: Optimizer,
+        scheduler: LRScheduler | ReduceLROnPlateau,
+        train_loader: DataLoader,
+    ) -> _Progress:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RuntimeError(
+                f"{path}: unreadable training checkpoint ({exc}); delete it to start over"
+            ) from exc
+        if payload.get("format") != _CHECKPOINT_FORMAT:
+            raise RuntimeError(
+                f"{path}: checkpoint format {payload.get('format')!r}, expected {_CHECKPOINT_FORMAT}"
+            )
+        expected = self._identity(seed)
+        differ = sorted(
+            k
+            for k in expected.keys() | payload["identity"].keys()
+            if expected.get(k) != payload["identity"].get(k)
+        )
+        if differ:
+            raise ValueError(
+                f"{path}: checkpoint was written by another run (differs in {differ}); "
+                "use another workdir or delete the checkpoint"
+            )
+        method.load_state_dict(payload["method"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        _set_rng_state(payload["rng"], train_loader, path)
+        progress = _Progress(**payload["progress"])
+        log.info("resuming from %s after epoch %d", path, progress.epoch)
+        return progress
+
+
+class _Means:
+    """Sample-weighted running means of named scalar tensors (one device sync at the end)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, values: Mapping[str, Tensor], n: int) -> None:
+        for name, value in values.items():
+            weighted = value.detach().float() * n
+            self._sums[name] = self._sums[name] + weighted if name in self._sums else weighted
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def result(self) -> dict[str, float]:
+        return {name: total.item() / self._counts[name] for name, total in self._sums.items()}
+
+
+def _timed(loader: DataLoader) -> Iterator[tuple[Any, float]]:
+    """Batches of ``loader`` with the seconds spent waiting for each (worker start-up included)."""
+    start = time.perf_counter()
+    iterator = iter(loader)
+    for batch in iterator:
+        yield batch, time.perf_counter() - start
+        start = time.perf_counter()
+
+
+def _cpu_state(method: Method) -> StateDict:
+    """A detached CPU copy of ``method.state_dict()``."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items()}
+
+
+def _result(progress: _Progress, method: Method) -> FitResult:
+    last = _cpu_state(method)
+    best_state, best_epoch = progress.best_state, progress.best_epoch
+    if best_state is None:
+        log.warning("no epoch had a finite validation loss; the last weights stand in for the best")
+        best_state, best_epoch = last, progress.epoch
+    return FitResult(
+        history=pd.DataFrame(progress.history),
+        best_epoch=best_epoch,
+        last_epoch=progress.epoch,
+        best_state=best_state,
+        last_state=last,
+        stopped_early=progress.stopped_early,
+    )
+
+
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The distinct generators that drive ``loader``'s shuffling and worker seeds."""
+    found: list[torch.Generator] = []
+    for generator in (loader.generator, getattr(loader.sampler, "generator", None)):
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+def _rng_state(loader: DataLoader) -> dict[str, Any]:
+    """Every random state training depends on, in types ``torch.load(weights_only=True)`` accepts."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (name, key.tolist(), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": [g.get_state() for g in _generators(loader)],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], loader: DataLoader, path: Path) -> None:
+    generators = _generators(loader)
+    if len(generators) != len(state["loader"]):
+        raise ValueError(
+            f"{path}: checkpoint holds {len(state['loader'])} loader generator state(s) but the training "
+            f"loader has {len(generators)}; build the loader as for the interrupted run"
+        )
+    random.setstate(state["python"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for generator, saved in zip(generators, state["loader"], strict=True):
+        generator.set_state(saved)

@@ -1,0 +1,354 @@
+"""Trainer, methods and experiment glue on tiny in-memory datasets (dataset contract, CPU)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from attnlib.training.experiment import make_loaders, train_and_evaluate
+from attnlib.training.methods import Classifier, Method, StepOutput
+from attnlib.training.runstore import RunSpec, RunStore
+from attnlib.training.trainer import CHECKPOINT, TrainConfig, Trainer
+
+TIMING = ["data_seconds", "compute_seconds", "epoch_seconds"]
+
+
+class Blobs(Dataset):
+    """``n`` 1x6x6 images whose mean brightness encodes the class (separable), plus noise."""
+
+    def __init__(self, n: int, seed: int, num_classes: int = 2, fail_after: int | None = None) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = np.arange(n) % num_classes
+        self.label_names = [f"class{c}" for c in range(num_classes)]
+        self.images = torch.randn(n, 1, 6, 6, generator=g) * 0.5 + torch.as_tensor(self.labels).view(
+            -1, 1, 1, 1
+        )
+        self.metadata = pd.DataFrame({"id": [f"s{i:03d}" for i in range(n)], "label": self.labels})
+        self.fail_after = fail_after
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads += 1
+        if self.fail_after is not None and self.reads > self.fail_after:
+            raise RuntimeError("simulated crash")
+        return {"idx": i, "id": self.metadata.id[i], "img": self.images[i], "lab": int(self.labels[i])}
+
+
+def tiny_net(num_classes: int = 2, dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 4, num_classes)
+    )
+
+
+def config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 3, "batch_size": 4, "lr": 0.01, "progress": False, **overrides})
+
+
+def loaders(seed: int = 0, n: int = 24, **train_kwargs) -> dict[str, DataLoader]:
+    datasets = {
+        "train": Blobs(n, seed=1, **train_kwargs),
+        "val": Blobs(10, seed=2),
+        "test": Blobs(12, seed=3),
+    }
+    return make_loaders(datasets, batch_size=4, seed=seed)
+
+
+def _train_val() -> tuple[DataLoader, DataLoader]:
+    data = loaders()
+    return data["train"], data["val"]
+
+
+def classifier(seed: int = 0, dropout: float = 0.0) -> Classifier:
+    torch.manual_seed(seed)
+    return Classifier(tiny_net(dropout=dropout))
+
+
+def test_fit_history_and_learning(tmp_path):
+    fit = Trainer(config(epochs=6), device="cpu").fit(classifier(), *_train_val(), tmp_path, seed=0)
+    h = fit.history
+    assert list(h.columns) == ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", *TIMING]
+    assert h.epoch.tolist() == [1, 2, 3, 4, 5, 6]
+    assert (h[TIMING] >= 0).all().all()
+    assert np.allclose(h.epoch_seconds, h.data_seconds + h.compute_seconds)
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    assert h.val_accuracy.iloc[-1] >= 0.9
+    assert fit.last_epoch == 6 and not fit.stopped_early
+    assert fit.best_epoch == int(h.epoch[h.val_loss.idxmin()])
+
+
+def _mean_ce_and_accuracy(model: nn.Module, dataset: Dataset) -> tuple[float, float]:
+    batch = next(iter(DataLoader(dataset, batch_size=len(dataset))))
+    with torch.no_grad():
+        logits = model(batch["img"])
+    return F.cross_entropy(logits, batch["lab"]).item(), (
+        logits.argmax(1) == batch["lab"]
+    ).float().mean().item()
+
+
+def test_epoch_means_are_sample_weighted(tmp_path):
+    """With lr = 0 nothing changes, so the logged means must equal the loss over the whole set.
+
+    10 training samples in batches of 4 (last batch 2): a plain mean over batches would differ.
+    """
+    method = classifier()
+    data = loaders(n=10)
+    fit = Trainer(config(epochs=1, lr=0.0), device="cpu").fit(
+        method, data["train"], data["val"], tmp_path, seed=0
+    )
+    row = fit.history.iloc[0]
+    train_ce, _ = _mean_ce_and_accuracy(method.model, data["train"].dataset)
+    val_ce, val_acc = _mean_ce_and_accuracy(method.model, data["val"].dataset)
+    assert row.train_loss == pytest.approx(train_ce, rel=1e-5)
+    assert row.val_loss == pytest.approx(val_ce, rel=1e-5)
+    assert row.val_accuracy == pytest.approx(val_acc)
+
+
+def test_best_state_is_the_lowest_validation_loss(tmp_path):
+    data = loaders()
+    fit = Trainer(config(epochs=5, lr=0.05), device="cpu").fit(
+        classifier(), data["train"], data["val"], tmp_path, 0
+    )
+    method = classifier()
+    method.load_state_dict(fit.best_state)
+    best_val, _ = _mean_ce_and_accuracy(method.model, data["val"].dataset)
+    assert best_val == pytest.approx(fit.history.val_loss.min(), rel=1e-5)
+    method.load_state_dict(fit.last_state)
+    last_val, _ = _mean_ce_and_accuracy(method.model, data["val"].dataset)
+    assert last_val == pytest.approx(fit.history.val_loss.iloc[-1], rel=1e-5)
+
+
+class FlatValidation(Classifier):
+    """Validation loss is a constant: the plateau scheduler and early stopping see no progress."""
+
+    def step(self, batch) -> StepOutput:
+        out = super().step(batch)
+        if not self.training:
+            out.losses["loss"] = torch.tensor(1.0)
+        return out
+
+
+def test_plateau_schedule_by_hand(tmp_path):
+    # patience 1: epoch 1 is the best, epochs 2-3 are bad -> reduce after epoch 3, again after 5
+    cfg = config(epochs=6, lr=0.1, plateau_patience=1, plateau_factor=0.5)
+    data = loaders()
+    fit = Trainer(cfg, device="cpu").fit(FlatValidation(tiny_net()), data["train"], data["val"], tmp_path, 0)
+    assert fit.history.lr.tolist() == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_early_stopping(tmp_path):
+    data = loaders()
+    cfg = config(epochs=10, early_stop_patience=2)
+    fit = Trainer(cfg, device="cpu").fit(FlatValidation(tiny_net()), data["train"], data["val"], tmp_path, 0)
+    assert fit.stopped_early and fit.last_epoch == 3 and fit.best_epoch == 1
+    assert len(fit.history) == 3
+
+
+def test_lr_milestones(tmp_path):
+    cfg = config(epochs=5, lr=1.0, optimizer="sgd", lr_milestones=(2, 4), milestone_factor=0.1)
+    data = loaders()
+    fit = Trainer(cfg, device="cpu").fit(classifier(), data["train"], data["val"], tmp_path, 0)
+    assert fit.history.lr.tolist() == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamax", "sgd", "sgd_momentum", "sgd_nesterov"])
+def test_every_optimizer_trains(tmp_path, optimizer):
+    method = classifier()
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    data = loaders()
+    Trainer(config(epochs=1, optimizer=optimizer), device="cpu").fit(
+        method, data["train"], data["val"], tmp_path, 0
+    )
+    assert any(not torch.equal(before[k], v) for k, v in method.state_dict().items())
+
+
+class ScaledClassifier(Classifier):
+    """Loss ``s * CE`` with a trainable scalar ``s`` in its own, frozen (lr 0) parameter group."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.s = nn.Parameter(torch.tensor(1.0))
+        self.epochs_started: list[int] = []
+
+    def step(self, batch) -> StepOutput:
+        out = super().step(batch)
+        out.losses = {"loss": self.s * out.losses["loss"], "ce": out.losses["loss"]}
+        return out
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [
+            {"params": list(self.model.parameters()), "lr": lr},
+            {"params": [self.s], "lr": 0.0, "name": "scalars"},
+        ]
+
+    def scalars(self) -> dict[str, float]:
+        return {"s": self.s.item()}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epochs_started.append(epoch)
+
+
+def test_param_groups_scalars_and_epoch_hook(tmp_path):
+    torch.manual_seed(0)
+    method = ScaledClassifier(tiny_net())
+    data = loaders()
+    fit = Trainer(config(epochs=2), device="cpu").fit(method, data["train"], data["val"], tmp_path, 0)
+    h = fit.history
+    assert {"train_ce", "val_ce", "s", "lr_scalars"} <= set(h.columns)
+    assert h.lr_scalars.tolist() == [0.0, 0.0] and h.lr.tolist() == [0.01, 0.01]
+    assert h.s.tolist() == [1.0, 1.0] and method.s.grad is not None  # s got gradients but its lr is 0
+    assert h.train_loss.tolist() == pytest.approx(h.train_ce.tolist())
+    assert method.epochs_started == [1, 2]
+
+
+def _fit_uninterrupted(workdir, seed=0):
+    data = loaders(seed=seed)
+    return Trainer(config(epochs=5), device="cpu").fit(
+        classifier(dropout=0.3), data["train"], data["val"], workdir, seed
+    )
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
+    reference = _fit_uninterrupted(tmp_path / "a")
+    trainer = Trainer(config(epochs=5), device="cpu")
+    # 24 reads per epoch: crash in the middle of epoch 3, after two checkpoints
+    crashing = loaders(fail_after=24 * 2 + 10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.fit(classifier(dropout=0.3), crashing["train"], crashing["val"], tmp_path / "b", 0)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["progress"]["epoch"] == 2
+    random.random(), np.random.rand(), torch.rand(1)  # a new process would not share these states either
+    fresh = loaders()
+    resumed = trainer.fit(classifier(seed=99, dropout=0.3), fresh["train"], fresh["val"], tmp_path / "b", 0)
+    pd.testing.assert_frame_equal(
+        resumed.history.drop(columns=TIMING), reference.history.drop(columns=TIMING)
+    )
+    for name in ("last_state", "best_state"):
+        got, want = getattr(resumed, name), getattr(reference, name)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert resumed.best_epoch == reference.best_epoch
+    other_seed = _fit_uninterrupted(tmp_path / "c", seed=1)  # the comparison above is sensitive
+    assert not all(
+        torch.equal(other_seed.last_state[k], reference.last_state[k]) for k in reference.last_state
+    )
+
+
+def test_finished_checkpoint_returns_without_training(tmp_path):
+    first = _fit_uninterrupted(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]  # no temporary files left
+
+    class Untrainable(Classifier):
+        def step(self, batch):
+            raise AssertionError("trained again")
+
+    again = Trainer(config(epochs=5), device="cpu").fit(
+        Untrainable(tiny_net(dropout=0.3)), *_train_val(), tmp_path, 0
+    )
+    pd.testing.assert_frame_equal(again.history, first.history)
+    assert all(torch.equal(again.last_state[k], v) for k, v in first.last_state.items())
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    Trainer(config(epochs=1), device="cpu").fit(classifier(), *_train_val(), tmp_path, 0)
+    with pytest.raises(ValueError, match=r"checkpoint.pt.*\['lr'\]"):
+        Trainer(config(epochs=1, lr=0.5), device="cpu").fit(classifier(), *_train_val(), tmp_path, 0)
+    with pytest.raises(ValueError, match=r"\['seed'\]"):
+        Trainer(config(epochs=1), device="cpu").fit(classifier(), *_train_val(), tmp_path, 1)
+
+
+def test_step_contract_is_checked(tmp_path):
+    class NoLogits(Classifier):
+        def step(self, batch):
+            return StepOutput(losses=super().step(batch).losses, outputs={})
+
+    with pytest.raises(KeyError, match="logits"):
+        Trainer(config(epochs=1), device="cpu").fit(NoLogits(tiny_net()), *_train_val(), tmp_path, 0)
+
+
+def test_method_is_abstract():
+    with pytest.raises(TypeError):
+        Method()
+
+
+def test_predict_frame():
+    method = classifier()
+    test_loader = loaders()["test"]
+    frame = Trainer(config(), device="cpu").predict(method, test_loader)
+    assert list(frame.columns) == ["id", "label", "prob_0", "prob_1", "pred"]
+    dataset = test_loader.dataset
+    assert frame.id.tolist() == dataset.metadata.id.tolist()
+    assert frame.label.tolist() == dataset.labels.tolist()
+    with torch.no_grad():
+        expected = torch.softmax(method.model(dataset.images), dim=1).numpy()
+    np.testing.assert_allclose(frame[["prob_0", "prob_1"]].to_numpy(), expected, rtol=1e-5)
+    assert frame.pred.tolist() == expected.argmax(1).tolist()
+
+
+def test_progress_bar(tmp_path, capsys):
+    Trainer(config(epochs=2, progress=True), device="cpu").fit(classifier(), *_train_val(), tmp_path, 0)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "val_acc" in err
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(epochs=1, batch_size=1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(epochs=0, batch_size=1)
+
+
+def test_make_loaders_shuffles_train_only_and_reproducibly():
+    datasets = {"train": Blobs(20, 1), "val": Blobs(8, 2), "test": Blobs(8, 3)}
+
+    def order(loaders: dict[str, DataLoader], split: str) -> list[int]:
+        return [i for epoch in range(2) for batch in loaders[split] for i in batch["idx"].tolist()]
+
+    a, b, c = (make_loaders(datasets, 4, seed) for seed in (0, 0, 1))
+    assert order(a, "train") == order(b, "train") != order(c, "train")
+    assert order(a, "train")[:20] != order(a, "train")[20:]  # a new permutation every epoch
+    assert order(a, "val") == list(range(8)) * 2 and order(a, "test") == list(range(8)) * 2
+
+
+def test_train_and_evaluate_end_to_end_with_run_store(tmp_path):
+    label_names = ["class0", "class1", "class2"]
+    datasets = {
+        "train": Blobs(45, 1, num_classes=3),
+        "val": Blobs(15, 2, num_classes=3),
+        "test": Blobs(30, 3, num_classes=3),
+    }
+    spec = RunSpec("tiny", {"epochs": 8, "lr": 0.02}, seed=0, profile="test", data_fingerprint="blobs")
+
+    def run(workdir):
+        torch.manual_seed(spec.seed)
+        method = Classifier(tiny_net(num_classes=3))
+        trainer = Trainer(config(epochs=8, lr=0.02), device="cpu")
+        return train_and_evaluate(
+            method, make_loaders(datasets, 4, spec.seed), trainer, workdir, spec.seed, label_names
+        )
+
+    store = RunStore(tmp_path / "store")
+    result = store.run(spec, run)
+    m = result.metrics
+    assert m["best"]["accuracy"] > 0.8 and m["best"]["auc"] > 0.9  # chance: 1/3 and 0.5
+    assert set(m["last"]) == set(m["best"]) and m["last"]["n"] == 30
+    assert m["last_epoch"] == 8 and 1 <= m["best_epoch"] <= 8 and m["stopped_early"] is False
+    assert set(result.predictions) == {"best", "last"}
+    assert result.predictions["best"].id.tolist() == datasets["test"].metadata.id.tolist()
+    again = store.run(spec, lambda workdir: pytest.fail("a stored run was recomputed"))
+    assert again.metrics == m
+    best = Classifier(tiny_net(num_classes=3))
+    best.load_state_dict(again.state_dict("best"))
+    frame = Trainer(config(), device="cpu").predict(best, make_loaders(datasets, 4, 0)["test"])
+    np.testing.assert_allclose(
+        frame.filter(like="prob_").to_numpy(),
+        again.predictions["best"].filter(like="prob_").to_numpy(),
+        rtol=1e-5,
+    )
