@@ -352,3 +352,11 @@ def test_train_and_evaluate_end_to_end_with_run_store(tmp_path):
         again.predictions["best"].filter(like="prob_").to_numpy(),
         rtol=1e-5,
     )
+
+
+def test_empty_validation_set_is_a_clear_error(tmp_path):
+    method = Classifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+    train = DataLoader([{"idx": 0, "id": "a", "img": torch.zeros(1, 2, 2), "lab": 0}], batch_size=1)
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=1, progress=False))
+    with pytest.raises(ValueError, match="the validation set is empty"):
+        trainer.fit(method, train, DataLoader([], batch_size=1), tmp_path, seed=0)

@@ -17,7 +17,7 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,14 +146,21 @@ class RunStore:
         history = pd.read_csv(folder / "history.csv")
         return RunResult(spec=spec, path=folder, history=history, metrics=metrics, predictions=predictions)
 
-    def results(self, study: str, profile: str | None = None) -> pd.DataFrame:
-        """One row per stored run of ``study`` (optionally one profile): spec, ``config.*``, ``metrics.*``."""
+    def results(
+        self, study: str, profile: str | None = None, keys: Collection[str] | None = None
+    ) -> pd.DataFrame:
+        """One row per stored run of ``study``: spec, ``config.*``, ``metrics.*``.
+
+        ``profile`` and ``keys`` (``RunSpec.key`` values, e.g. of the runs just made) narrow the rows.
+        """
         records = []
         for spec_file in sorted((self.root / study).glob("*/seed*/spec.json")):
             if not _SEED_DIR.fullmatch(spec_file.parent.name):
                 continue
             spec = json.loads(spec_file.read_text(encoding="utf-8"))
             if profile is not None and spec["profile"] != profile:
+                continue
+            if keys is not None and spec["key"] not in keys:
                 continue
             metrics = json.loads((spec_file.parent / "metrics.json").read_text(encoding="utf-8"))
             records.append({**spec, "metrics": metrics})

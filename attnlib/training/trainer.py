@@ -117,6 +117,9 @@ class Trainer:
         Seeds everything with ``seed`` first. The method ends with its last-epoch weights.
         """
         cfg = self.config
+        for name, loader in (("training", train_loader), ("validation", val_loader)):
+            if len(loader) == 0:
+                raise ValueError(f"the {name} set is empty: nothing to {'fit' if name == 'training' else 'select on'}")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed, cfg.deterministic)
