@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency
+from scipy.stats.contingency import association
 from tqdm.auto import tqdm
 
 from attnlib.data.dicom import dicom_metadata
@@ -68,28 +69,25 @@ def gaze_statistics(ds: EGDCXR) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cue_association(truth: pd.DataFrame, label_names: list[str]) -> pd.DataFrame:
+def cue_association(truth: pd.DataFrame) -> pd.DataFrame:
     """How strongly the synthetic cue goes with the label in each split (synthetic data only).
 
-    ``truth`` is the generator's ``synthetic_truth.csv``. Per split: the share of images whose cue
-    agrees with the label (presence cue: present iff the cue class; position cue: position = class
-    index), Cramér's V between cue and label and the chi-square test's p-value.
+    ``truth`` is the generator's ``synthetic_truth.csv``. Per split: the number of images, Cramér's V
+    between cue and label (0 = independent, 1 = the cue gives the label away) and the p-value of
+    the chi-square test of independence (no continuity correction).
     """
     cue_col = "cue_position" if truth["cue_position"].ge(0).any() else "cue_present"
     rows = []
-    for split, part in truth.groupby("split", sort=False):
-        table = pd.crosstab(part["label"], part[cue_col])
-        if table.shape[0] < 2 or table.shape[1] < 2:
-            v, p = np.nan, np.nan
+    for split in [s for s in ("train", "val", "test") if s in set(truth["split"])]:
+        part = truth[truth["split"] == split]
+        table = pd.crosstab(part["label"], part[cue_col]).to_numpy()
+        if min(table.shape) < 2:
+            v = p = np.nan
         else:
-            chi2, p, _, _ = chi2_contingency(table, correction=False)
-            v = float(np.sqrt(chi2 / (table.to_numpy().sum() * (min(table.shape) - 1))))
-        rows.append({"split": split, "images": len(part), "cramers_v": v, "chi2_p": p, "cue": cue_col})
-    return (
-        pd.DataFrame(rows)
-        .set_index("split")
-        .loc[[s for s in ("train", "val", "test") if s in set(truth["split"])]]
-    )
+            v = association(table, method="cramer", correction=False)
+            p = chi2_contingency(table, correction=False).pvalue
+        rows.append({"split": split, "images": len(part), "cue": cue_col, "cramers_v": v, "chi2_p": p})
+    return pd.DataFrame(rows).set_index("split")
 
 
 def read_truth(root: Path) -> pd.DataFrame | None:
