@@ -10,9 +10,11 @@ import pytest
 from conftest import COLS, IDS, ROWS
 
 from attnlib.data.cache import ArrayCache
+from attnlib.data.defaults import synthetic_egd_cxr
 from attnlib.data.egd_cxr import (
     EGDCXR,
     EGDCXRFormatError,
+    EGDCXRPaths,
     EGDCXRSettings,
     read_gaze,
     read_master_sheet,
@@ -124,3 +126,12 @@ def test_cache_hit_on_second_epoch(layout, tmp_path):
     assert (cache.hits, cache.misses) == (6, 6)
     for a, b in zip(first, second, strict=True):
         assert a.equal(b)
+
+
+def test_fingerprint_tells_synthetic_variants_apart(tmp_path):
+    plain = synthetic_egd_cxr("smoke", root=tmp_path, n_images=6, rows=64, cols=64)
+    cued = synthetic_egd_cxr("smoke", root=tmp_path, n_images=6, rows=64, cols=64, cue="marker_presence")
+    a, b = (EGDCXR(EGDCXRPaths.from_root(r), cache=None) for r in (plain, cued))
+    assert a.metadata["dicom_id"].tolist() == b.metadata["dicom_id"].tolist()  # same ids and labels...
+    assert a.fingerprint != b.fingerprint  # ...but other pixels: never the same run-store identity
+    assert a.fingerprint == EGDCXR(EGDCXRPaths.from_root(plain), cache=None).fingerprint

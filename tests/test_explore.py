@@ -49,3 +49,4 @@ def test_synthetic_position_cue_is_strong_in_train_and_absent_in_test(tmp_path):
     gaze = gaze_statistics(EGDCXR(EGDCXRPaths.from_root(root), cache=None))
     med = gaze.groupby("class")["dwell_share/mediastinum"].mean()
     assert med["cardiomegaly"] > med["normal"] > med["pneumonia"]
+

@@ -10,7 +10,7 @@ import pytest
 
 from attnlib.cli import main
 from attnlib.data.defaults import synthetic_egd_cxr
-from attnlib.data.egd_cxr import EGDCXRPaths
+from attnlib.data.egd_cxr import GAZE_COLUMNS, MASTER_SHEET_COLUMNS, EGDCXRPaths
 from attnlib.data.manifest import load_manifest, verify_egd_cxr
 
 
@@ -35,6 +35,14 @@ def test_manifest_loads_with_the_real_schema():
     assert len(manifest["files"]["fixations.csv"]["columns"]) == 37
     assert manifest["files"]["eye_gaze.csv"]["columns"] == manifest["files"]["fixations.csv"]["columns"]
     assert "mediastanum.png" in manifest["files"]["per_image"]["masks"]
+
+
+def test_manifest_columns_match_the_loader_constants():
+    manifest = load_manifest("egd-cxr")
+    assert manifest["files"]["fixations.csv"]["columns"] == list(GAZE_COLUMNS)
+    sheet = manifest["files"]["master_sheet.csv"]
+    assert all(c in MASTER_SHEET_COLUMNS for c in sheet["required_columns"])
+    assert sheet["n_columns"] == len(MASTER_SHEET_COLUMNS) == 59
 
 
 def test_clean_copy_has_only_the_count_warning(copy):

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from attnlib.data import synthetic_cxr as sc
-from attnlib.data.synthetic_cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr
+from attnlib.data.egd_cxr import LABEL_COLUMNS
+from attnlib.data.synthetic_cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr, writer
 
 MASTER = (
     "dicom_id,path,study_id,patient_id,stay_id,gender,anchor_age,image_top_pad,image_bottom_pad,"
@@ -279,7 +280,7 @@ def test_gaze_dwells_on_the_evidence(root, tables):
 
 def test_presence_cue_follows_the_configured_correlation(root, tables):
     truth = tables["truth"]
-    target = truth["label"] == sc.CLASS_NAMES.index("pneumonia")
+    target = truth["label"] == LABEL_COLUMNS.index("pneumonia")
     train, val = truth["split"] == "train", truth["split"] == "val"
     assert (truth.loc[train, "cue_present"] == target[train]).all()  # p = 1
     assert (truth.loc[val, "cue_present"] != target[val]).all()  # p = 0
@@ -315,7 +316,7 @@ def test_same_config_is_deterministic_and_a_rerun_is_a_no_op(root, tmp_path, mon
     def boom(*args, **kwargs):
         raise AssertionError("regenerated")
 
-    monkeypatch.setattr(sc, "_write_dataset", boom)
+    monkeypatch.setattr(writer, "_write_dataset", boom)
     stamp = (again / "synthetic_config.json").stat().st_mtime_ns
     assert generate_synthetic_egd_cxr(again, SMALL, progress=False) == again
     assert (again / "synthetic_config.json").stat().st_mtime_ns == stamp
@@ -330,7 +331,7 @@ def test_same_config_is_deterministic_and_a_rerun_is_a_no_op(root, tmp_path, mon
 
 def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
     calls = []
-    real = sc._write_png
+    real = writer._write_png
 
     def flaky(path, mask):
         calls.append(path)
@@ -338,7 +339,7 @@ def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         real(path, mask)
 
-    monkeypatch.setattr(sc, "_write_png", flaky)
+    monkeypatch.setattr(writer, "_write_png", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_synthetic_egd_cxr(tmp_path / "data", SyntheticCXRConfig(n_images=3, rows=64, cols=64),
                                    progress=False)

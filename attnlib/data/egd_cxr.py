@@ -46,9 +46,104 @@ MASK_FILES = {
     "mediastinum": "mediastanum.png",
     "aortic_knob": "aortic_knob.png",
 }
+#: Finding columns of ``master_sheet.csv``.
+FINDING_COLUMNS = (
+    "consolidation",
+    "enlarged_cardiac_silhouette",
+    "linear__patchy_atelectasis",
+    "lobar__segmental_collapse",
+    "not_otherwise_specified_opacity___pleural__parenchymal_opacity__",
+    "pleural_effusion_or_thickening",
+    "pulmonary_edema__hazy_opacity",
+    "normal_anatomically",
+    "elevated_hemidiaphragm",
+    "hyperaeration",
+    "vascular_redistribution",
+)
+#: CheXpert label columns of ``master_sheet.csv`` (suffix ``__chx``).
+CHEXPERT_COLUMNS = tuple(
+    f"{name}__chx"
+    for name in (
+        "atelectasis",
+        "cardiomegaly",
+        "consolidation",
+        "edema",
+        "enlarged_cardiomediastinum",
+        "fracture",
+        "lung_lesion",
+        "lung_opacity",
+        "no_finding",
+        "pleural_effusion",
+        "pleural_other",
+        "pneumonia",
+        "pneumothorax",
+        "support_devices",
+    )
+)
+#: The 59 columns of ``master_sheet.csv``, in file order.
+MASTER_SHEET_COLUMNS = (
+    "dicom_id",
+    "path",
+    "study_id",
+    "patient_id",
+    "stay_id",
+    "gender",
+    "anchor_age",
+    "image_top_pad",
+    "image_bottom_pad",
+    "image_left_pad",
+    "image_right_pad",
+    *(c for i in range(1, 10) for c in (f"dx{i}", f"dx{i}_icd")),
+    "normal_reports",
+    *LABEL_COLUMNS,
+    *FINDING_COLUMNS,
+    *CHEXPERT_COLUMNS,
+    "cxr_exam_indication",
+)
+#: The 37 columns of ``fixations.csv`` and ``eye_gaze.csv``, in file order.
+GAZE_COLUMNS = (
+    "SESSION_ID",
+    "MEDIA_ID",
+    "DICOM_ID",
+    "CNT",
+    "Time (in secs)",
+    "TIMETICK(f=10000000)",
+    "FPOGX",
+    "FPOGY",
+    "FPOGS",
+    "FPOGD",
+    "FPOGID",
+    "FPOGV",
+    "BPOGX",
+    "BPOGY",
+    "BPOGV",
+    "LPCX",
+    "LPCY",
+    "LPD",
+    "LPS",
+    "LPV",
+    "RPCX",
+    "RPCY",
+    "RPD",
+    "RPS",
+    "RPV",
+    "BKID",
+    "BKDUR",
+    "BKPMIN",
+    "LPMM",
+    "LPMMV",
+    "RPMM",
+    "RPMMV",
+    "SACCADE_MAG",
+    "SACCADE_DIR",
+    "VID_FRAME",
+    "X_ORIGINAL",
+    "Y_ORIGINAL",
+)
 MASTER_REQUIRED = ("dicom_id", "path", "study_id", "patient_id", *LABEL_COLUMNS)
 GAZE_FILES = {"fixations": "fixations.csv", "eye_gaze": "eye_gaze.csv"}
-GAZE_COLUMNS = ("DICOM_ID", "Time (in secs)", "FPOGD", "X_ORIGINAL", "Y_ORIGINAL")
+#: The gaze-table columns the loader reads.
+GAZE_USED_COLUMNS = ("DICOM_ID", "Time (in secs)", "FPOGD", "X_ORIGINAL", "Y_ORIGINAL")
 #: Above this share of an image's points outside it, the coordinates are taken to be broken, not noisy.
 MAX_OUT_OF_RANGE_SHARE = 0.5
 
@@ -125,13 +220,14 @@ def read_gaze(path: str | Path, dicom_ids: Sequence[str], chunksize: int = 500_0
     if not path.is_file():
         raise EGDCXRFormatError(f"{path}: gaze table not found")
     header = pd.read_csv(path, nrows=0).columns
-    missing = [c for c in GAZE_COLUMNS if c not in header]
+    missing = [c for c in GAZE_USED_COLUMNS if c not in header]
     if missing:
         raise EGDCXRFormatError(f"{path}: missing columns {missing}")
     wanted = set(dicom_ids)
     raw = fixation_rows = 0
     kept, n_calibration, n_offimage = [], 0, 0
-    for chunk in pd.read_csv(path, usecols=list(GAZE_COLUMNS), dtype={"DICOM_ID": str}, chunksize=chunksize):
+    chunks = pd.read_csv(path, usecols=list(GAZE_USED_COLUMNS), dtype={"DICOM_ID": str}, chunksize=chunksize)
+    for chunk in chunks:
         raw += len(chunk)
         known = chunk["DICOM_ID"].isin(wanted)
         n_calibration += int((~known).sum())
@@ -144,7 +240,7 @@ def read_gaze(path: str | Path, dicom_ids: Sequence[str], chunksize: int = 500_0
         n_offimage += int(off.sum())
         kept.append(chunk[~off])
         fixation_rows += int((~off).sum())
-    gaze = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(GAZE_COLUMNS))
+    gaze = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(GAZE_USED_COLUMNS))
     if path.name == GAZE_FILES["fixations"]:
         duration = gaze["FPOGD"].astype(float)
     else:
@@ -324,7 +420,8 @@ class EGDCXR(Dataset):
             if self.cache is None:
                 out.append(read_mask(path, size))
             else:
-                out.append(self.cache.get_or_compute(path, {"mask": list(size)}, lambda p=path: read_mask(p, size)))
+                params = {"mask": list(size)}
+                out.append(self.cache.get_or_compute(path, params, lambda p=path: read_mask(p, size)))
         return np.stack(out)
 
     def __getitem__(self, i: int) -> dict[str, object]:
@@ -342,9 +439,19 @@ class EGDCXR(Dataset):
 
     @cached_property
     def fingerprint(self) -> str:
-        """A short hash of the rows, labels, split and settings: the run store's data identity."""
+        """A short hash identifying the data a model sees: the run store's data identity.
+
+        It covers the selected rows, labels and splits, the preprocessing settings, the master
+        sheet's bytes, the gaze table's size and, for a synthetic copy, its generator settings
+        (two synthetic sets can share ids and labels and differ only in, say, a spurious cue).
+        """
         digest = hashlib.sha256()
         digest.update(self.metadata[["dicom_id", "label", "split"]].to_csv(index=False).encode())
         digest.update(json.dumps(asdict(self.settings), sort_keys=True, default=list).encode())
+        digest.update(self.paths.master_sheet.read_bytes())
+        digest.update(str(self.paths.gaze_table(self.settings.gaze_source).stat().st_size).encode())
+        generator = self.paths.egd_root.parent / "synthetic_config.json"
+        if generator.is_file():
+            digest.update(generator.read_bytes())
         return digest.hexdigest()[:12]
 
