@@ -1,4 +1,4 @@
-"""Classification metrics as reported by the papers: accuracy, Hand & Till AUC, per-class precision/recall."""
+"""Metrics as the papers report them: accuracy, Hand & Till AUC, precision/recall, CAM localisation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from torch import Tensor
 
 log = logging.getLogger(__name__)
+
+#: EGD-CXR class index -> indices of the organ masks (``MASK_FILES`` order: left_lung, right_lung,
+#: mediastinum, aortic_knob) that Eq. 12 scores it against: cardiomegaly -> heart (mediastinum),
+#: pneumonia -> lungs (left or right). Normal (0) is not scored.
+CAM_ORGANS: dict[int, tuple[int, ...]] = {1: (2,), 2: (0, 1)}
 
 
 def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Sequence[str]) -> dict[str, Any]:
@@ -60,3 +68,41 @@ def _auc(y: np.ndarray, p: np.ndarray, label_names: Sequence[str]) -> float:
     return float(
         roc_auc_score(y, p, multi_class="ovo", average="macro", labels=list(range(len(label_names))))
     )
+
+
+def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
+    """Eq. 12, CAM localisation: 1 when argmax_ij of the true class's map lies inside its organ, else 0.
+
+    ``omega`` (B x C x h x w) are the class activation maps, ``labels`` (B) the true classes of
+    EGD-CXR (normal 0, cardiomegaly 1, pneumonia 2), ``masks`` (B x 4 x H x W, values in [0, 1], in
+    ``MASK_FILES`` order) the organ masks at image resolution. The organ (:data:`CAM_ORGANS`) is the
+    mediastinum for cardiomegaly and the union of both lungs for pneumonia; normal images are not
+    scored (NaN). Scaling the organ mask to omega's grid (after the union, at image resolution): each
+    grid cell gets the fraction of it that the mask covers (area average, ``adaptive_avg_pool2d``; its
+    windows may overlap by one pixel when H or W is not a multiple of h or w), and the cell counts as
+    inside when that fraction is >= 0.5. Ties of the maximum go to the first cell in row-major order.
+    Returns a float tensor (B) of 1, 0 or NaN on omega's device.
+    """
+    if omega.dim() != 4 or masks.dim() != 4 or labels.shape != (omega.shape[0],):
+        raise ValueError(
+            f"expected omega B x C x h x w, labels B and masks B x 4 x H x W; got {tuple(omega.shape)}, "
+            f"{tuple(labels.shape)} and {tuple(masks.shape)}"
+        )
+    b, _, h, w = omega.shape
+    if masks.shape[:2] != (b, 4) or masks.shape[2] < h or masks.shape[3] < w:
+        raise ValueError(
+            f"masks must be {b} x 4 x H x W with H >= {h}, W >= {w} (omega's grid); got {tuple(masks.shape)}"
+        )
+    labels = labels.to(omega.device).long()
+    unknown = sorted(set(labels.tolist()) - {0, *CAM_ORGANS})
+    if unknown:
+        raise ValueError(f"labels must be 0 (normal), 1 (cardiomegaly) or 2 (pneumonia), got {unknown}")
+    masks = masks.to(omega.device, torch.float32)
+    organ = torch.zeros(b, 1, *masks.shape[2:], dtype=torch.float32, device=omega.device)
+    for label, channels in CAM_ORGANS.items():
+        chosen = labels == label
+        organ[chosen, 0] = masks[chosen][:, list(channels)].amax(dim=1)  # union at image resolution
+    inside = F.adaptive_avg_pool2d(organ, (h, w))[:, 0] >= 0.5
+    peak = omega[torch.arange(b, device=omega.device), labels].flatten(1).argmax(dim=1)
+    hit = inside.flatten(1).gather(1, peak[:, None])[:, 0].float()
+    return torch.where(labels == 0, torch.full_like(hit, float("nan")), hit)

@@ -1,4 +1,4 @@
-"""classification_metrics against hand-computed values and an independent Hand & Till AUC."""
+"""classification_metrics against hand values and an independent Hand & Till AUC; Eq. 12 on hand-made maps."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from attnlib.metrics import classification_metrics
+from attnlib.data.egd_cxr import LABEL_NAMES, MASK_FILES
+from attnlib.metrics import CAM_ORGANS, cam_in_mask, classification_metrics
 
 
 def _hand_till(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -106,3 +108,81 @@ def test_shape_and_label_errors():
         classification_metrics([0, 1], np.ones((2, 3)) / 3, ["a", "b"])
     with pytest.raises(ValueError, match=r"0\.\.1"):
         classification_metrics([0, 2], np.ones((2, 2)) / 2, ["a", "b"])
+
+
+def _cam_case(h: int, w: int, size: int, labels: list[int]) -> tuple[torch.Tensor, ...]:
+    """Zero maps (B x 3 x h x w), the labels and empty masks (B x 4 x size x size) to fill in by hand."""
+    b = len(labels)
+    return torch.zeros(b, 3, h, w), torch.tensor(labels), torch.zeros(b, 4, size, size)
+
+
+LEFT, RIGHT, MEDIASTINUM, AORTIC_KNOB = range(4)
+
+
+def test_cam_in_mask_argmax_inside_and_outside():
+    # 4 x 4 grid on 8 x 8 masks: grid cell (i, j) is pixels [2i:2i+2, 2j:2j+2]
+    omega, labels, masks = _cam_case(4, 4, 8, [1, 1, 2, 2, 2, 0])
+    masks[:, MEDIASTINUM, 2:6, 2:6] = 1  # cells (1..2, 1..2)
+    masks[:, LEFT, :, 0:2] = 1  # column 0
+    masks[:, RIGHT, :, 6:8] = 1  # column 3
+    masks[:, AORTIC_KNOB, 0:2, 0:2] = 1  # never scored
+    omega[0, 1, 1, 2] = 5.0  # cardiomegaly, peak in the heart -> 1
+    omega[0, 0, 0, 0] = 9.0  # another class's larger peak elsewhere is ignored
+    omega[1, 1, 0, 0] = 5.0  # cardiomegaly, peak on the aortic knob and left lung, not the heart -> 0
+    omega[2, 2, 3, 0] = 5.0  # pneumonia, peak in the left lung -> 1
+    omega[3, 2, 2, 3] = 5.0  # pneumonia, peak in the right lung -> 1
+    omega[4, 2, 1, 1] = 5.0  # pneumonia, peak in the heart -> 0
+    omega[4, 1, 0, 0] = 9.0
+    omega[5, 0, 1, 1] = 5.0  # normal: not scored
+    result = cam_in_mask(omega, labels, masks)
+    assert result.dtype == torch.float32
+    assert result[:5].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert math.isnan(result[5].item())
+
+
+def test_cam_in_mask_negative_maps_and_ties():
+    omega, labels, masks = _cam_case(2, 2, 2, [1, 1])
+    masks[:, MEDIASTINUM, 1, 1] = 1
+    omega[0, 1] = torch.tensor([[-3.0, -2.0], [-4.0, -1.0]])  # maximum -1 in the heart, although all < 0
+    omega[1, 1] = 7.0  # all equal: the first cell (0, 0) wins, outside the heart
+    assert cam_in_mask(omega, labels, masks).tolist() == [1.0, 0.0]
+
+
+def test_cam_in_mask_scaling_needs_half_a_cell():
+    # 2 x 2 grid on 4 x 4 masks: each cell is 2 x 2 = 4 pixels; the peak is always cell (0, 0)
+    omega, labels, masks = _cam_case(2, 2, 4, [1, 1, 1, 1])
+    omega[:, 1, 0, 0] = 1.0
+    masks[0, MEDIASTINUM, 0, 0:2] = 1  # 2 of 4 pixels: exactly half counts
+    masks[1, MEDIASTINUM, 0, 0] = 1  # 1 of 4 pixels: does not
+    masks[1, MEDIASTINUM, 2:4, 2:4] = 1  # a full cell elsewhere does not help
+    masks[2, MEDIASTINUM, 0:2, 0:2] = 1  # full cell
+    masks[3, MEDIASTINUM, 0:2, 0:2] = 0.4  # soft mask: 0.4 coverage is not enough
+    assert cam_in_mask(omega, labels, masks).tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_cam_in_mask_pneumonia_uses_the_union_of_both_lungs():
+    # the peak cell has one pixel of each lung: 1/4 each, 2/4 together -> inside only as a union
+    omega, labels, masks = _cam_case(2, 2, 4, [2, 1])
+    omega[:, :, 0, 0] = 1.0
+    masks[:, LEFT, 0, 0] = 1
+    masks[:, RIGHT, 1, 1] = 1
+    # the same masks for cardiomegaly: lungs are not the heart
+    assert cam_in_mask(omega, labels, masks).tolist() == [1.0, 0.0]
+
+
+def test_cam_in_mask_uses_the_egd_cxr_class_and_mask_order():
+    assert list(MASK_FILES) == ["left_lung", "right_lung", "mediastinum", "aortic_knob"]
+    assert list(LABEL_NAMES) == ["normal", "cardiomegaly", "pneumonia"]
+    assert CAM_ORGANS == {1: (MEDIASTINUM,), 2: (LEFT, RIGHT)}
+
+
+def test_cam_in_mask_errors():
+    omega, labels, masks = _cam_case(4, 4, 8, [1, 2])
+    with pytest.raises(ValueError, match=r"H >= 4, W >= 4"):
+        cam_in_mask(omega, labels, masks[:, :, :2, :2])
+    with pytest.raises(ValueError, match=r"2 x 4 x H x W"):
+        cam_in_mask(omega, labels, masks[:, :3])
+    with pytest.raises(ValueError, match="labels B"):
+        cam_in_mask(omega, labels[:1], masks)
+    with pytest.raises(ValueError, match=r"got \[3\]"):
+        cam_in_mask(omega, torch.tensor([1, 3]), masks)

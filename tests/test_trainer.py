@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -10,9 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from attnlib.training.experiment import make_loaders, train_and_evaluate
+from attnlib.training.experiment import (
+    cam_localisation_evaluator,
+    data_fingerprint,
+    make_loaders,
+    run_seeds,
+    train_and_evaluate,
+)
 from attnlib.training.methods import Classifier, Method, StepOutput
 from attnlib.training.runstore import RunSpec, RunStore
 from attnlib.training.trainer import CHECKPOINT, TrainConfig, Trainer
@@ -360,3 +368,122 @@ def test_empty_validation_set_is_a_clear_error(tmp_path):
     trainer = Trainer(TrainConfig(epochs=1, batch_size=1, progress=False))
     with pytest.raises(ValueError, match="the validation set is empty"):
         trainer.fit(method, train, DataLoader([], batch_size=1), tmp_path, seed=0)
+
+
+class MaskedBlobs(Blobs):
+    """Blobs with organ masks (4 x 6 x 6): heart top-left, lungs bottom-right, one CAM cell each."""
+
+    fingerprint = "masked-blobs"
+
+    def __getitem__(self, i: int) -> dict:
+        masks = torch.zeros(4, 6, 6)
+        masks[2, :3, :3] = 1  # mediastinum
+        masks[0, 3:, 3:5] = 1  # left lung
+        masks[1, 3:, 5:] = 1  # right lung
+        return {**super().__getitem__(i), "masks": masks}
+
+
+#: samples whose CAM peaks in the top-left (heart) cell; all others peak in the bottom-right (lungs)
+PEAK_IN_HEART = (1, 2, 4)
+
+
+class CAMStandIn(Classifier):
+    """A classifier whose maps (B x 3 x 2 x 2) are fixed by the sample index, for every class."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.modes: list[tuple[bool, bool]] = []
+
+    def step(self, batch) -> StepOutput:
+        out = super().step(batch)
+        self.modes.append((self.training, torch.is_grad_enabled()))
+        omega = torch.zeros(len(batch["idx"]), 3, 2, 2, device=batch["img"].device)
+        for row, idx in enumerate(batch["idx"].tolist()):
+            cell = (0, 0) if idx in PEAK_IN_HEART else (1, 1)
+            omega[row, :, cell[0], cell[1]] = 1.0
+        out.outputs["omega"] = omega
+        return out
+
+
+class FlatCAMStandIn(CAMStandIn, FlatValidation):
+    """Constant validation loss: the best checkpoint is epoch 1, the last another one."""
+
+
+def _weight_sum(method: Method, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    return {"weight_sum": sum(p.double().sum().item() for p in method.parameters())}
+
+
+def test_cam_localisation_evaluator_by_hand():
+    # test set: idx 0..11, label idx % 3; cardiomegaly 1, 4, 7, 10 (in the heart: 1, 4 -> 2 / 4),
+    # pneumonia 2, 5, 8, 11 (in the lungs: 5, 8, 11 -> 3 / 4), normal not scored: 5 / 8 overall
+    torch.manual_seed(0)
+    method = CAMStandIn(tiny_net(num_classes=3))
+    method.train()
+    loader = DataLoader(MaskedBlobs(12, 3, num_classes=3), batch_size=5)
+    result = cam_localisation_evaluator(method, loader, torch.device("cpu"))
+    assert result == {
+        "interpretability": 5 / 8,
+        "interpretability/cardiomegaly": 2 / 4,
+        "interpretability/pneumonia": 3 / 4,
+    }
+    assert method.modes == [(False, False)] * 3  # eval mode, no gradients, every batch
+    normal_only = DataLoader(Subset(MaskedBlobs(12, 3, num_classes=3), [0, 3]), batch_size=2)
+    nothing_scored = cam_localisation_evaluator(method, normal_only, torch.device("cpu"))
+    assert all(math.isnan(v) for v in nothing_scored.values())
+    with pytest.raises(KeyError, match="masks"):
+        cam_localisation_evaluator(method, loaders()["test"], torch.device("cpu"))
+
+
+def test_evaluators_score_both_checkpoints(tmp_path):
+    datasets = {
+        "train": MaskedBlobs(24, 1, num_classes=3),
+        "val": MaskedBlobs(9, 2, num_classes=3),
+        "test": MaskedBlobs(12, 3, num_classes=3),
+    }
+    torch.manual_seed(0)
+    evaluators = {"cam": cam_localisation_evaluator, "weights": _weight_sum}
+    out = train_and_evaluate(
+        FlatCAMStandIn(tiny_net(num_classes=3)),
+        make_loaders(datasets, 4, 0),
+        Trainer(config(epochs=3), device="cpu"),
+        tmp_path / "work",
+        0,
+        ["normal", "cardiomegaly", "pneumonia"],
+        evaluators,
+    )
+    for name in ("best", "last"):
+        metrics = out["metrics"][name]
+        assert metrics["interpretability"] == 5 / 8 and metrics["interpretability/pneumonia"] == 3 / 4
+        state_sum = sum(v.double().sum().item() for v in out["states"][name].values())
+        assert metrics["weight_sum"] == pytest.approx(state_sum, rel=1e-12)
+        assert metrics["n"] == 12 and "auc" in metrics
+    assert (out["metrics"]["best_epoch"], out["metrics"]["last_epoch"]) == (1, 3)
+    assert out["metrics"]["best"]["weight_sum"] != out["metrics"]["last"]["weight_sum"]
+    with pytest.raises(ValueError, match=r"evaluator 'clash' returns \['accuracy'\]"):
+        train_and_evaluate(
+            CAMStandIn(tiny_net(num_classes=3)),
+            make_loaders(datasets, 4, 0),
+            Trainer(config(epochs=1), device="cpu"),
+            tmp_path / "clash",
+            0,
+            ["normal", "cardiomegaly", "pneumonia"],
+            {"clash": lambda method, loader, device: {"accuracy": 1.0}},
+        )
+
+
+def test_run_seeds_identity_changes_only_with_evaluators(tmp_path):
+    datasets = {"train": MaskedBlobs(12, 1, 3), "val": MaskedBlobs(6, 2, 3), "test": MaskedBlobs(6, 3, 3)}
+    store, cfg = RunStore(tmp_path / "store"), config(epochs=1)
+
+    def build() -> Method:
+        return CAMStandIn(tiny_net(num_classes=3))
+
+    def run(**kwargs):
+        return run_seeds(store, "hook", "cam", build, datasets, cfg, [0], "test", **kwargs)[0]
+
+    plain, scored = run(), run(evaluators={"cam": cam_localisation_evaluator})
+    train = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    before_hook = RunSpec("hook", {"arm": "cam", "train": train}, 0, "test", data_fingerprint(datasets))
+    assert plain.spec.key == before_hook.key and run(evaluators=None).path == plain.path
+    assert scored.path != plain.path and scored.spec.config["evaluators"] == ["cam"]
+    assert "interpretability" in scored.metrics["best"] and "interpretability" not in plain.metrics["best"]

@@ -14,6 +14,7 @@ holding both as ``egd-cxr/`` and ``mimic-cxr/`` (the synthetic default is writte
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -361,6 +362,13 @@ class EGDCXR(Dataset):
         view.metadata = self.metadata[self.metadata["split"] == split].reset_index(drop=True)
         view.labels = view.metadata["label"].to_numpy(dtype=np.int64)
         view._shapes = {}
+        view.__dict__.pop("fingerprint", None)
+        return view
+
+    def with_settings(self, **changes: Any) -> EGDCXR:
+        """A view with some preprocessing settings changed (e.g. ``hmap_size``), sharing the gaze table."""
+        view = copy.copy(self)
+        view.settings = dataclasses.replace(self.settings, **changes)
         view.__dict__.pop("fingerprint", None)
         return view
 

@@ -173,13 +173,20 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, module)
 
 
-#: torchvision backbones used by the papers: name -> (weights, stem, head, feature layer).
+#: torchvision backbones used by the papers (and efficientnet_b0, a small one for CPU profiles):
+#: name -> (weights, stem, head, feature layer).
 #: Weights: torchvision's original IMAGENET1K_V1 releases (ResNet-50/152 also have newer V2 files).
 _TORCHVISION = {
     "resnet18": (tvm.ResNet18_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
     "resnet34": (tvm.ResNet34_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
     "resnet50": (tvm.ResNet50_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
     "resnet152": (tvm.ResNet152_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
+    "efficientnet_b0": (
+        tvm.EfficientNet_B0_Weights.IMAGENET1K_V1,
+        "features.0.0",
+        "classifier.1",
+        "features",
+    ),
     "efficientnet_v2_s": (
         tvm.EfficientNet_V2_S_Weights.IMAGENET1K_V1,
         "features.0.0",

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from attnlib.metrics import classification_metrics
+from attnlib.metrics import cam_in_mask, classification_metrics
 from attnlib.seeding import seed_everything, torch_generator, worker_init_fn
 from attnlib.training.methods import Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
 
 SPLITS = ("train", "val", "test")
+#: Scores a method on a loader (the test set) on a device: extra test metrics such as CAM localisation.
+Evaluator = Callable[[Method, DataLoader, torch.device], dict[str, float]]
 
 
 def make_loaders(
@@ -49,13 +53,15 @@ def train_and_evaluate(
     workdir: Path,
     seed: int,
     label_names: Sequence[str],
+    evaluators: Mapping[str, Evaluator] | None = None,
 ) -> dict[str, Any]:
     """Fit on ``train``/``val``, then score ``test`` with the best-validation and the last weights.
 
     Returns what ``RunStore.run`` stores: ``history``, ``metrics`` (``best``/``last`` as from
-    ``classification_metrics`` plus ``best_epoch``, ``last_epoch``, ``stopped_early``),
-    ``predictions`` (``best``/``last`` frames of ``Trainer.predict``) and ``states``.
-    The method ends with its last-epoch weights.
+    ``classification_metrics``, plus the values of every evaluator run on the test loader with those
+    weights, plus ``best_epoch``, ``last_epoch``, ``stopped_early``), ``predictions`` (``best``/``last``
+    frames of ``Trainer.predict``) and ``states``. An evaluator's key that is already a metric is an
+    error. The method ends with its last-epoch weights.
     """
     missing = set(SPLITS) - loaders.keys()
     if missing:
@@ -69,6 +75,12 @@ def train_and_evaluate(
         probs = frame[[f"prob_{k}" for k in range(len(label_names))]].to_numpy()
         predictions[name] = frame
         metrics[name] = classification_metrics(frame["label"].to_numpy(), probs, label_names)
+        for evaluator_name, evaluator in (evaluators or {}).items():
+            values = evaluator(method, loaders["test"], trainer.device)
+            clash = sorted(values.keys() & metrics[name].keys())
+            if clash:
+                raise ValueError(f"evaluator {evaluator_name!r} returns {clash}, which are already metrics")
+            metrics[name].update({k: float(v) for k, v in values.items()})
     metrics.update(best_epoch=fit.best_epoch, last_epoch=fit.last_epoch, stopped_early=fit.stopped_early)
     return {"history": fit.history, "metrics": metrics, "predictions": predictions, "states": states}
 
@@ -98,16 +110,21 @@ def run_seeds(
     label_names: Sequence[str] | None = None,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    evaluators: Mapping[str, Evaluator] | None = None,
 ) -> list[RunResult]:
     """Train and test one arm of a study once per seed, through the run store.
 
     A seed whose run is already stored is loaded, not retrained; an interrupted one resumes from
     its checkpoint. The run's identity is the arm, ``config``, the training configuration, the
-    profile and the data fingerprint, so any change to those makes a new run.
+    profile and the data fingerprint, so any change to those makes a new run. ``evaluators`` are
+    passed to ``train_and_evaluate``; their names join the identity (as ``"evaluators"``) only when
+    there are any, so runs without evaluators keep their stored results.
     """
     names = list(label_names or datasets["train"].label_names)
     train = {k: v for k, v in asdict(train_config).items() if k != "progress"}
     run_config = {"arm": arm, **(config or {}), "train": train}
+    if evaluators:
+        run_config["evaluators"] = sorted(evaluators)
     fingerprint = data_fingerprint(datasets)
     results = []
     for seed in seeds:
@@ -118,7 +135,42 @@ def run_seeds(
             method = build_method()
             loaders = make_loaders(datasets, train_config.batch_size, seed, num_workers)
             trainer = Trainer(train_config, device=device)
-            return train_and_evaluate(method, loaders, trainer, workdir, seed, names)
+            return train_and_evaluate(method, loaders, trainer, workdir, seed, names, evaluators)
 
         results.append(store.run(spec, fn))
     return results
+
+
+@torch.no_grad()
+def cam_localisation_evaluator(method: Method, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Eq. 12 over a loader: the share of scored images whose CAM peak lies inside the organ.
+
+    Runs ``method`` in eval mode on ``device`` (full precision, no autocast) and scores
+    ``method.step(batch).outputs["omega"]`` against ``batch["masks"]`` with ``cam_in_mask``. Returns
+    ``interpretability`` (mean over all scored images, i.e. cardiomegaly and pneumonia) and
+    ``interpretability/cardiomegaly``, ``interpretability/pneumonia``; NaN where no image was scored.
+    """
+    method.to(device)
+    method.eval()
+    scores, labels = [], []
+    for batch in loader:
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        out = method.step(batch)
+        if "omega" not in out.outputs or "masks" not in batch:
+            raise KeyError(
+                f"CAM localisation needs outputs['omega'] from {type(method).__name__}.step() and "
+                "batch['masks'] from the dataset (EGDCXRSettings(masks=True))"
+            )
+        scores.append(cam_in_mask(out.outputs["omega"], batch["lab"], batch["masks"]).cpu())
+        labels.append(batch["lab"].cpu())
+    score = torch.cat([torch.zeros(0), *scores])
+    label = torch.cat([torch.zeros(0, dtype=torch.long), *labels])
+    result = {"interpretability": _mean(score[label != 0])}
+    for name, cls in (("cardiomegaly", 1), ("pneumonia", 2)):
+        result[f"interpretability/{name}"] = _mean(score[label == cls])
+    return result
+
+
+def _mean(values: Tensor) -> float:
+    """Mean of a 1-D tensor; NaN when it is empty."""
+    return values.mean().item() if len(values) else math.nan

@@ -1,0 +1,175 @@
+"""Statistics over runs for all papers: one-way ANOVA (plain and Welch), Tukey HSD, t-test, median ± std.
+
+Every function takes a long frame (one row per run, e.g. ``RunStore.results(study)``), the name of
+a metric column and of a group column (names with dots or spaces, like ``metrics.best.auc`` or
+``config.arm``, are fine). Rows whose metric or group is missing are dropped, with a log message.
+The tests need at least two groups with at least two values each; otherwise they raise ValueError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats as scipy_stats
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.multicomp import pairwise_tukeyhsd
+from statsmodels.stats.oneway import anova_oneway
+
+log = logging.getLogger(__name__)
+
+
+class MedianStd(NamedTuple):
+    """``median_std``'s result: the numbers and the same as display strings."""
+
+    numeric: pd.DataFrame
+    display: pd.DataFrame
+
+
+def one_way_anova(frame: pd.DataFrame, metric: str, group: str) -> dict[str, Any]:
+    """One-way ANOVA of ``metric`` between the groups of ``group`` (the papers' test, equal variances).
+
+    ``statsmodels`` OLS of ``metric ~ C(group)`` and ``anova_lm(typ=2)``. Returns ``F``, ``p``,
+    ``df_between``, ``df_within`` and ``n`` (values per group, in sorted group order).
+    """
+    data = _groups(frame, metric, group)
+    formula = f"Q({metric!r}) ~ C(Q({group!r}))"
+    table = anova_lm(smf.ols(formula, data=data).fit(), typ=2)
+    effect, residual = table.iloc[0], table.loc["Residual"]
+    return {
+        "F": float(effect["F"]),
+        "p": float(effect["PR(>F)"]),
+        "df_between": float(effect["df"]),
+        "df_within": float(residual["df"]),
+        "n": _counts(data, group),
+    }
+
+
+def welch_anova(frame: pd.DataFrame, metric: str, group: str) -> dict[str, Any]:
+    """Welch's one-way ANOVA (unequal variances): ``anova_oneway(use_var="unequal")``.
+
+    Returns ``F``, ``p``, ``df_between``, ``df_within`` (Welch's fractional denominator degrees of
+    freedom) and ``n`` per group.
+    """
+    data = _groups(frame, metric, group)
+    result = anova_oneway(data[metric].to_numpy(float), data[group].to_numpy(), use_var="unequal")
+    df_between, df_within = result.df
+    return {
+        "F": float(result.statistic),
+        "p": float(result.pvalue),
+        "df_between": float(df_between),
+        "df_within": float(df_within),
+        "n": _counts(data, group),
+    }
+
+
+def tukey_hsd(frame: pd.DataFrame, metric: str, group: str, alpha: float = 0.05) -> pd.DataFrame:
+    """Tukey's HSD post-hoc comparison of every pair of groups (``pairwise_tukeyhsd``).
+
+    One row per pair: ``group1``, ``group2``, ``meandiff`` (mean of group2 minus mean of group1),
+    ``p`` (family-wise adjusted), ``lower``/``upper`` (confidence interval at ``1 - alpha``) and
+    ``reject``; unrounded, unlike statsmodels' summary table.
+    """
+    data = _groups(frame, metric, group)
+    result = pairwise_tukeyhsd(data[metric].to_numpy(float), data[group].to_numpy(), alpha=alpha)
+    return pd.DataFrame(
+        {
+            "group1": result.group_c,
+            "group2": result.group_t,
+            "meandiff": result.meandiffs,
+            "p": result.pvalues,
+            "lower": result.confint[:, 0],
+            "upper": result.confint[:, 1],
+            "reject": result.reject,
+        }
+    )
+
+
+def t_test(
+    frame: pd.DataFrame, metric: str, group: str, a: Hashable, b: Hashable, equal_var: bool = False
+) -> dict[str, Any]:
+    """Two-sample t-test of ``metric`` between groups ``a`` and ``b`` (``scipy.stats.ttest_ind``).
+
+    Welch's test by default; ``equal_var=True`` gives Student's. Returns ``t`` (positive when ``a``'s
+    mean is larger), ``p`` (two-sided), ``df``, ``mean_a``, ``mean_b``, ``n_a``, ``n_b``.
+    """
+    data = _groups(frame, metric, group)
+    present = set(data[group])
+    for name in (a, b):
+        if name not in present:
+            raise ValueError(
+                f"no {metric!r} values for {group!r} = {name!r}; groups: {sorted(present, key=str)}"
+            )
+    x = data.loc[data[group] == a, metric].to_numpy(float)
+    y = data.loc[data[group] == b, metric].to_numpy(float)
+    result = scipy_stats.ttest_ind(x, y, equal_var=equal_var)
+    return {
+        "t": float(result.statistic),
+        "p": float(result.pvalue),
+        "df": float(result.df),
+        "mean_a": float(x.mean()),
+        "mean_b": float(y.mean()),
+        "n_a": len(x),
+        "n_b": len(y),
+    }
+
+
+def median_std(frame: pd.DataFrame, metrics: Sequence[str], group: str, digits: int = 3) -> MedianStd:
+    """Per group, the median and the sample standard deviation (ddof=1) of each metric (Table 2 style).
+
+    ``numeric``: index = groups, columns (metric, ``"median"`` / ``"std"`` / ``"n"``), where ``n``
+    counts the metric's non-missing values; ``display``: one column per metric with strings like
+    ``"0.781 ± 0.012"`` at ``digits`` decimals. A group with a single value has std NaN (shown "nan").
+    """
+    missing = [c for c in (*metrics, group) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"frame lacks columns {missing}")
+    grouped = frame.groupby(group)[list(metrics)]
+    parts = {"median": grouped.median(), "std": grouped.std(ddof=1), "n": grouped.count()}
+    numeric = pd.concat(parts, axis=1)
+    numeric = numeric.swaplevel(axis=1)[[(m, s) for m in metrics for s in ("median", "std", "n")]]
+    display = pd.DataFrame(
+        {
+            m: [
+                f"{med:.{digits}f} ± {sd:.{digits}f}"
+                for med, sd in zip(numeric[m, "median"], numeric[m, "std"], strict=True)
+            ]
+            for m in metrics
+        },
+        index=numeric.index,
+    )
+    return MedianStd(numeric, display)
+
+
+def _groups(frame: pd.DataFrame, metric: str, group: str) -> pd.DataFrame:
+    """The ``metric`` and ``group`` columns without missing values; checks there is something to test."""
+    missing = [c for c in (metric, group) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"frame lacks columns {missing}")
+    data = frame[[metric, group]].dropna()
+    if len(data) < len(frame):
+        log.info("%s by %s: dropped %d row(s) with a missing value", metric, group, len(frame) - len(data))
+    data = data.astype({metric: float})
+    counts = data.groupby(group).size()
+    if len(counts) < 2:
+        raise ValueError(
+            f"{metric!r} by {group!r}: a test needs at least 2 groups, "
+            f"got {len(counts)} ({list(counts.index)})"
+        )
+    small = counts[counts < 2]
+    if len(small):
+        raise ValueError(
+            f"{metric!r} by {group!r}: every group needs at least 2 values; "
+            + ", ".join(f"{g!r} has {n}" for g, n in small.items())
+        )
+    return data
+
+
+def _counts(data: pd.DataFrame, group: str) -> dict[Hashable, int]:
+    """Number of values per group, in sorted group order, as plain Python ints."""
+    sizes = data.groupby(group).size()
+    return {(g.item() if isinstance(g, np.generic) else g): int(n) for g, n in sizes.items()}
