@@ -88,3 +88,71 @@ def grouped_bars(table: pd.DataFrame, *, ylabel: str, title: str) -> Figure:
     ax.legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def metric_by_arm(frame: pd.DataFrame, metric: str, *, arms: Sequence[str], title: str) -> Figure:
+    """Box plot plus the individual seeds of ``metric`` for each arm (one column of ``frame`` per run)."""
+    fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 1, 3.2))
+    values = [frame.loc[frame["arm"] == arm, metric].dropna().to_numpy() for arm in arms]
+    ax.boxplot(values, widths=0.5, showfliers=False)
+    for k, vals in enumerate(values, start=1):
+        ax.scatter(np.full(len(vals), k) + np.linspace(-0.08, 0.08, len(vals)), vals, s=14, zorder=3)
+    ax.set_xticks(range(1, len(arms) + 1), [a.replace(" (", "\n(") for a in arms], fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curriculum_curves(history: pd.DataFrame, *, title: str) -> Figure:
+    """Eq. 11 over training: sigma_sm, sigma_ce, alpha, and the two weighted loss terms (log scale)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name in ("sigma_sm", "sigma_ce", "alpha"):
+        if name in history:
+            left.plot(history["epoch"], history[name], marker=".", label=name)
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.legend(fontsize=8, frameon=False)
+    right.plot(history["epoch"], history["train_term_sm"], marker=".", label="L_sm / (2 sigma_sm^2)")
+    right.plot(history["epoch"], history["train_term_ce"], marker=".", label="L_ce / sigma_ce^2")
+    crossed = history.loc[history["train_term_sm"] <= history["train_term_ce"], "epoch"]
+    if len(crossed):
+        right.axvline(crossed.iloc[0], color="k", ls=":", lw=1, label=f"terms cross (epoch {crossed.iloc[0]})")
+    right.set_yscale("log")
+    right.set_xlabel("epoch")
+    right.legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def value_distribution(values: dict[str, np.ndarray], *, title: str, bins: int = 60) -> Figure:
+    """Histograms (log count axis) of map values, one line per named set."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    lo = min(float(v.min()) for v in values.values())
+    hi = max(float(v.max()) for v in values.values())
+    edges = np.linspace(lo, hi, bins + 1)
+    for name, vals in values.items():
+        ax.hist(vals.ravel(), bins=edges, histtype="step", lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def map_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarray]], *, row_titles: Sequence[str],
+             col_titles: Sequence[str]) -> Figure:
+    """Rows of overlays: image ``r`` with each of ``maps[r]`` (each rescaled to [0, 1]) stretched over it."""
+    n_rows, n_cols = len(images), len(col_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.3 * n_cols, 2.6 * n_rows), squeeze=False)
+    for r, (image, row_maps) in enumerate(zip(images, maps, strict=True)):
+        for c, heat in enumerate(row_maps):
+            span = float(heat.max() - heat.min())
+            scaled = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+            show_overlay(axes[r, c], image, scaled, title=col_titles[c] if r == 0 else None)
+        axes[r, 0].text(-0.08, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=9)
+    fig.tight_layout()
+    return fig

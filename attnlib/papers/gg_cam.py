@@ -1,0 +1,311 @@
+"""GG-CAM's study: the networks compared, their data, training and evaluation, per profile.
+
+Arms (the paper's four networks plus the public code's variant):
+
+- ``resnet`` / ``effnet``: the backbone with a CAM head trained by cross-entropy only (the CAM head
+  gives the same logits as GAP + linear, so this is the standard network, and its maps can be scored);
+- ``resnet+gg-cam`` / ``effnet+gg-cam``: the paper's method (Eq. 9-11);
+- ``resnet+gg-cam (public code)``: the authors' public code's variant (class-0 map, raw map, channel-mean
+  CAM, exp(log sigma) with its initialisations), run beside the paper's method so its effect is visible.
+
+The profile's ``gg_cam`` section names the backbone behind each family (ResNet-50 and EfficientNetV2-S
+in ``paper``; smaller ones on the CPU), the schedule and the image scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from attnlib.data.defaults import egd_cxr_paths
+from attnlib.data.egd_cxr import EGDCXR, EGDCXRSettings
+from attnlib.methods.gg_cam import TABLE1, CAMClassifier, GGCAM, GGCAMConfig
+from attnlib.models.cam import CAMNet, cam_grid, create_cam_model
+from attnlib.profiles import load_profile
+from attnlib.stats import median_std, one_way_anova
+from attnlib.training.experiment import cam_localisation_evaluator, run_seeds
+from attnlib.training.methods import Method
+from attnlib.training.runstore import RunResult, RunStore
+from attnlib.training.trainer import TrainConfig
+
+STUDY = "gg_cam"
+ARMS = ("resnet", "resnet+gg-cam", "effnet", "effnet+gg-cam", "resnet+gg-cam (public code)")
+#: Synthetic scenarios: the default (no cue) and one whose tag position encodes the class in train/val.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "cue": {"cue": "marker_position", "cue_correlation_train": 0.9, "cue_correlation_val": 0.9},
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One network of the comparison: its family, backbone, whether gaze supervises it, which variant."""
+
+    name: str
+    family: str
+    backbone: str
+    gaze: bool
+    public_code: bool
+
+    @classmethod
+    def parse(cls, name: str, backbones: Mapping[str, str]) -> Arm:
+        if name not in ARMS:
+            raise ValueError(f"unknown GG-CAM network {name!r}; choose from {ARMS}")
+        family = name.split("+")[0]
+        return cls(name, family, backbones[family], "gg-cam" in name, "public code" in name)
+
+
+def study_settings(profile: str | None) -> dict[str, Any]:
+    """The profile's ``gg_cam`` section (backbones, schedule, scale, sweep defaults)."""
+    return load_profile(profile)["gg_cam"]
+
+
+def train_config(arm: Arm, settings: Mapping[str, Any]) -> TrainConfig:
+    """Adam with ReduceLROnPlateau: Table 1 in the paper profile, the profile's schedule otherwise."""
+    key = f"{arm.family}+gg-cam" if arm.gaze else arm.family
+    lr = TABLE1[key]["lr"] if settings["table1"] else settings["lr"]
+    patience = TABLE1[key]["patience"] if settings["table1"] else settings["plateau_patience"]
+    return TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer="adam", lr=lr,
+        plateau_patience=patience, early_stop_patience=settings.get("early_stop_patience"), progress=False,
+    )
+
+
+def method_config(arm: Arm, settings: Mapping[str, Any]) -> GGCAMConfig | None:
+    """The GG-CAM configuration of a gaze-supervised arm (Table 1 sigma initialisation), else None."""
+    if not arm.gaze:
+        return None
+    if arm.public_code:
+        return GGCAMConfig.public_code(arm.family)
+    return GGCAMConfig(
+        sigma_parameterisation=settings["sigma_parameterisation"],
+        sigma_sm_init=TABLE1[f"{arm.family}+gg-cam"]["sigma_sm_init"],
+        scalar_lr=settings.get("scalar_lr"),
+    )
+
+
+def build_method(arm: Arm, settings: Mapping[str, Any], num_classes: int) -> Method:
+    """A fresh network of this arm (pretrained weights when present locally, else random)."""
+    model = create_cam_model(
+        arm.backbone, num_classes, in_chans=1, pretrained=settings["pretrained"], channel_mean=arm.public_code
+    )
+    config = method_config(arm, settings)
+    return CAMClassifier(model) if config is None else GGCAM(model, config)
+
+
+def load_splits(
+    profile: str | None,
+    scenario: str,
+    data_root: str | Path | None,
+    model: CAMNet,
+    settings: Mapping[str, Any],
+) -> dict[str, EGDCXR]:
+    """Train/val/test views of EGD-CXR with heat maps on ``model``'s CAM grid; organ masks in test only."""
+    if data_root is not None and scenario != "default":
+        raise ValueError(f"scenario {scenario!r} exists only for the synthetic data (data_root is None)")
+    paths = egd_cxr_paths(data_root, profile=profile, **SCENARIOS[scenario])
+    data = EGDCXR(paths, settings=EGDCXRSettings(scale=settings["scale"], masks=True))
+    data = data.with_settings(hmap_size=cam_grid(model, data.image(0).shape))
+    without_masks = data.with_settings(masks=False)
+    return {"train": without_masks.select("train"), "val": without_masks.select("val"), "test": data.select("test")}
+
+
+def run_arm(
+    store: RunStore,
+    arm_name: str,
+    scenario: str,
+    *,
+    profile: str,
+    seeds: Sequence[int],
+    data_root: str | Path | None = None,
+    device: str | None = None,
+) -> list[RunResult]:
+    """Train (or load) one network on one scenario for every seed."""
+    settings = study_settings(profile)
+    arm = Arm.parse(arm_name, settings["backbones"])
+    splits = load_splits(profile, scenario, data_root, build_method(arm, settings, 3).model, settings)
+    config = method_config(arm, settings)
+    return run_seeds(
+        store, STUDY, arm.name, lambda: build_method(arm, settings, len(splits["train"].label_names)),
+        splits, train_config(arm, settings), seeds, profile,
+        config={"scenario": scenario, "backbone": arm.backbone, "pretrained": settings["pretrained"],
+                "gg_cam": asdict(config) if config else None},
+        device=device, evaluators={"localisation": cam_localisation_evaluator},
+    )
+
+
+def results_frame(store: RunStore, runs: Mapping[str, Sequence[RunResult]]) -> pd.DataFrame:
+    """One row per run of ``runs`` (scenario -> runs): arm, scenario, seed, selected epochs, test metrics."""
+    keys = {r.spec.key for rs in runs.values() for r in rs}
+    frame = store.results(STUDY, keys=keys)
+    frame = frame.rename(columns={"config.arm": "arm", "config.scenario": "scenario"})
+    return frame.sort_values(["scenario", "arm", "seed"]).reset_index(drop=True)
+
+
+def curriculum(history: pd.DataFrame) -> dict[str, Any]:
+    """From one run's history: the epoch where the weighted gaze term first falls to the CE term.
+
+    ``gaze_dominated_epochs`` counts the epochs whose mean training ``term_sm`` exceeds ``term_ce``.
+    """
+    sm, ce = history["train_term_sm"].to_numpy(), history["train_term_ce"].to_numpy()
+    crossed = np.flatnonzero(sm <= ce)
+    return {
+        "cross_epoch": int(history["epoch"].iloc[crossed[0]]) if crossed.size else None,
+        "gaze_dominated_epochs": int((sm > ce).sum()),
+        "epochs": len(history),
+    }
+
+
+@torch.no_grad()
+def cam_outputs(model: CAMNet, data: EGDCXR, indices: Sequence[int], device: str | None = None) -> dict[str, np.ndarray]:
+    """Omega (all classes) and probabilities of ``model`` on items ``indices`` of ``data``."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev).eval()
+    imgs = torch.stack([data[i]["img"] for i in indices]).to(dev)
+    logits, omega = model(imgs)
+    return {"omega": omega.float().cpu().numpy(), "probs": torch.softmax(logits, 1).float().cpu().numpy()}
+
+
+
+def comparisons(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """(standard, gaze-supervised) pairs present among ``arms``: the paper's ANOVA comparisons."""
+    pairs = [("resnet", "resnet+gg-cam"), ("effnet", "effnet+gg-cam"), ("resnet", "resnet+gg-cam (public code)")]
+    return [(a, b) for a, b in pairs if a in arms and b in arms]
+
+
+def anova_table(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "interpretability")) -> pd.DataFrame:
+    """One-way ANOVA (statsmodels) of each metric between each standard network and its GG-CAM version.
+
+    One row per scenario, comparison, metric and checkpoint (``best`` = best validation loss,
+    ``last`` = last epoch), with both medians, the number of seeds, F and p.
+    """
+    rows = []
+    for scenario, part in frame.groupby("scenario", sort=False):
+        for standard, guided in comparisons(part["arm"].unique()):
+            pair = part[part["arm"].isin([standard, guided])]
+            for metric in metrics:
+                for ckpt in ("best", "last"):
+                    column = f"metrics.{ckpt}.{metric}"
+                    test = one_way_anova(pair, column, "arm")
+                    medians = pair.groupby("arm")[column].median()
+                    rows.append({
+                        "scenario": scenario, "comparison": f"{standard} vs {guided}", "metric": metric,
+                        "checkpoint": ckpt, "median standard": medians[standard], "median gaze": medians[guided],
+                        "seeds": int(min(test["n"].values())), "F": test["F"], "p": test["p"],
+                    })
+    return pd.DataFrame(rows)
+
+
+def verdict(anova: pd.DataFrame, scenario: str = "default", checkpoint: str = "best", alpha: float = 0.05) -> str:
+    """A sentence, computed from ``anova``, on whether GG-CAM improved AUC at p < ``alpha``."""
+    rows = anova[(anova["scenario"] == scenario) & (anova["metric"] == "auc") & (anova["checkpoint"] == checkpoint)]
+    sentences = []
+    for row in rows.to_dict("records"):
+        standard, gaze, p = row["median standard"], row["median gaze"], row["p"]
+        better, significant = gaze > standard, p < alpha
+        outcome = "improved" if better and significant else "did not significantly improve"
+        if not better and significant:
+            outcome = "significantly lowered"
+        sentences.append(
+            f"{row['comparison']}: gaze supervision {outcome} the test AUC ({checkpoint} checkpoint; median "
+            f"{standard:.3f} -> {gaze:.3f}, one-way ANOVA p = {p:.2g}, {row['seeds']} seeds per network)."
+        )
+    return " ".join(sentences) if sentences else "No standard/GG-CAM pair was run in this scenario."
+
+
+def precision_recall(frame: pd.DataFrame, label_names: Sequence[str], checkpoint: str = "best") -> pd.DataFrame:
+    """Table 2: per-class precision and recall per network and scenario, ``median ± std`` over seeds."""
+    metrics = [f"metrics.{checkpoint}.{kind}/{name}" for name in label_names for kind in ("precision", "recall")]
+    frame = frame.assign(group=frame["scenario"] + " | " + frame["arm"])
+    table = median_std(frame, metrics, "group").display
+    table.columns = [c.removeprefix(f"metrics.{checkpoint}.") for c in table.columns]
+    return table
+
+
+def cue_following(runs: Sequence[RunResult], truth: pd.DataFrame, checkpoint: str = "best") -> pd.DataFrame:
+    """Per run of the cue scenario: how often test predictions equal the class the cue encodes vs the label.
+
+    In the test split the cue is independent of the label, so a network that learned the cue
+    follows it more often than the 1/3 expected by chance.
+    """
+    cue = truth.set_index("dicom_id")["cue_position"]
+    rows = []
+    for run in runs:
+        pred = run.predictions[checkpoint]
+        cue_class = cue.reindex(pred["id"].astype(str)).to_numpy()
+        rows.append({
+            "arm": run.spec.config["arm"], "seed": run.spec.seed,
+            "follows cue": float(np.mean(pred["pred"].to_numpy() == cue_class)),
+            "follows label": float(np.mean(pred["pred"].to_numpy() == pred["label"].to_numpy())),
+        })
+    return pd.DataFrame(rows)
+
+
+def trained_model(run: RunResult, profile: str | None, checkpoint: str = "best") -> CAMNet:
+    """The CAM network of a stored run with its ``best`` (validation) or ``last`` (epoch) weights."""
+    settings = {**study_settings(profile), "pretrained": False}
+    arm = Arm.parse(run.spec.config["arm"], settings["backbones"])
+    method = build_method(arm, settings, len(run.metrics[checkpoint]["confusion"]))
+    method.load_state_dict(run.state_dict(checkpoint))
+    return method.model
+
+
+def scenario_root(profile: str | None, scenario: str) -> Path:
+    """Folder of the synthetic data of ``scenario`` (generated on first use)."""
+    return egd_cxr_paths(None, profile=profile, **SCENARIOS[scenario]).egd_root.parent
+
+
+def hyperparameters(networks: Sequence[str], profile: str | None) -> pd.DataFrame:
+    """Table 1 as used: backbone, optimiser, learning rates, patience, schedule, sigma/alpha set-up per network."""
+    settings = study_settings(profile)
+    rows = []
+    for name in networks:
+        arm = Arm.parse(name, settings["backbones"])
+        train, gg = train_config(arm, settings), method_config(arm, settings)
+        rows.append({
+            "network": name, "backbone": arm.backbone, "optimizer": train.optimizer, "lr": train.lr,
+            "plateau patience": train.plateau_patience, "epochs": train.epochs, "batch": train.batch_size,
+            "variant": gg.variant if gg else "cross-entropy only",
+            "sigma": gg.sigma_parameterisation if gg else "",
+            "sigma_sm init": gg.sigma_sm_init if gg else np.nan,
+            "sigma_ce init": gg.sigma_ce_init if gg else np.nan,
+            "scalar lr": (gg.scalar_lr or train.lr) if gg else np.nan,
+        })
+    return pd.DataFrame(rows).set_index("network")
+
+
+def figure_views(
+    runs: Sequence[RunResult],
+    profile: str | None,
+    scenario: str,
+    data_root: str | Path | None,
+    *,
+    seed: int,
+    checkpoint: str = "best",
+) -> dict[str, Any]:
+    """What Fig. 2 and Table 3 show for one seed: Omega values per network and Psi / Omega_Y overlays."""
+    chosen = [r for r in runs if r.spec.seed == seed]
+    models = {r.spec.config["arm"]: trained_model(r, profile, checkpoint) for r in chosen}
+    first = next(iter(models.values()))
+    test = load_splits(profile, scenario, data_root, first, study_settings(profile))["test"]
+    indices = list(range(len(test)))
+    examples = [int(np.flatnonzero(test.labels == c)[0]) for c in range(len(test.label_names)) if (test.labels == c).any()]
+    outputs = {arm: cam_outputs(model, test, indices) for arm, model in models.items()}
+    images = [test.image(i) for i in examples]
+    maps = [[test.heatmap(i, images[k].shape)] + [outputs[arm]["omega"][i, test.labels[i]] for arm in models]
+            for k, i in enumerate(examples)]
+    epochs = ", ".join(f"{r.spec.config['arm']}: epoch {r.metrics[f'{checkpoint}_epoch']}" for r in chosen)
+    return {
+        "omega_values": {arm: out["omega"] for arm, out in outputs.items()},
+        "images": images,
+        "maps": maps,
+        "row_titles": [f"{test.label_names[test.labels[i]]} ({test.metadata.at[i, 'dicom_id'][:8]})" for i in examples],
+        "col_titles": ["Psi (gaze)", *(f"Omega_Y {arm}" for arm in models)],
+        "selection": f"seed {seed}, {checkpoint} checkpoint ({'lowest validation loss' if checkpoint == 'best' else 'last epoch'}): {epochs}",
+    }
