@@ -192,12 +192,15 @@ def anova_table(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "interpret
             for metric in metrics:
                 for ckpt in ("best", "last"):
                     column = f"metrics.{ckpt}.{metric}"
-                    test = one_way_anova(pair, column, "arm")
+                    counts = pair.dropna(subset=[column]).groupby("arm").size()
+                    seeds = int(min(counts.get(standard, 0), counts.get(guided, 0)))
+                    # a per-seed pass of the sweep has one run per arm: no test, only the medians
+                    test = one_way_anova(pair, column, "arm") if seeds >= 2 else {"F": np.nan, "p": np.nan}
                     medians = pair.groupby("arm")[column].median()
                     rows.append({
                         "scenario": scenario, "comparison": f"{standard} vs {guided}", "metric": metric,
                         "checkpoint": ckpt, "median standard": medians[standard], "median gaze": medians[guided],
-                        "seeds": int(min(test["n"].values())), "F": test["F"], "p": test["p"],
+                        "seeds": seeds, "F": test["F"], "p": test["p"],
                     })
     return pd.DataFrame(rows)
 
@@ -208,6 +211,9 @@ def verdict(anova: pd.DataFrame, scenario: str = "default", checkpoint: str = "b
     sentences = []
     for row in rows.to_dict("records"):
         standard, gaze, p = row["median standard"], row["median gaze"], row["p"]
+        if not np.isfinite(p):
+            sentences.append(f"{row['comparison']}: fewer than 2 seeds per network, no test.")
+            continue
         better, significant = gaze > standard, p < alpha
         outcome = "improved" if better and significant else "did not significantly improve"
         if not better and significant:
