@@ -1,0 +1,1 @@
+"""Networks: the backbone registry and the attention heads built on it."""

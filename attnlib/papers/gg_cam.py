@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from attnlib.data.defaults import egd_cxr_paths
+from attnlib.device import default_device
 from attnlib.data.egd_cxr import EGDCXR, EGDCXRSettings
 from attnlib.methods.gg_cam import TABLE1, CAMClassifier, GGCAM, GGCAMConfig
 from attnlib.models.cam import CAMNet, cam_grid, create_cam_model
@@ -163,14 +164,17 @@ def curriculum(history: pd.DataFrame) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def cam_outputs(model: CAMNet, data: EGDCXR, indices: Sequence[int], device: str | None = None) -> dict[str, np.ndarray]:
-    """Omega (all classes) and probabilities of ``model`` on items ``indices`` of ``data``."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def cam_maps(
+    model: CAMNet, data: EGDCXR, indices: Sequence[int], device: str | None = None, batch_size: int = 16
+) -> np.ndarray:
+    """Omega (N x C x h x w) of ``model`` on items ``indices`` of ``data``, in eval mode, batch by batch."""
+    dev = default_device(device)
     model = model.to(dev).eval()
-    imgs = torch.stack([data[i]["img"] for i in indices]).to(dev)
-    logits, omega = model(imgs)
-    return {"omega": omega.float().cpu().numpy(), "probs": torch.softmax(logits, 1).float().cpu().numpy()}
-
+    maps = []
+    for start in range(0, len(indices), batch_size):
+        imgs = torch.stack([data[i]["img"] for i in indices[start:start + batch_size]]).to(dev)
+        maps.append(model(imgs)[1].float().cpu().numpy())
+    return np.concatenate(maps)
 
 
 def comparisons(arms: Sequence[str]) -> list[tuple[str, str]]:
@@ -302,13 +306,13 @@ def figure_views(
     test = load_splits(profile, scenario, data_root, first, study_settings(profile))["test"]
     indices = list(range(len(test)))
     examples = [int(np.flatnonzero(test.labels == c)[0]) for c in range(len(test.label_names)) if (test.labels == c).any()]
-    outputs = {arm: cam_outputs(model, test, indices) for arm, model in models.items()}
+    omegas = {arm: cam_maps(model, test, indices) for arm, model in models.items()}
     images = [test.image(i) for i in examples]
-    maps = [[test.heatmap(i, images[k].shape)] + [outputs[arm]["omega"][i, test.labels[i]] for arm in models]
+    maps = [[test.heatmap(i, images[k].shape)] + [omegas[arm][i, test.labels[i]] for arm in models]
             for k, i in enumerate(examples)]
     epochs = ", ".join(f"{r.spec.config['arm']}: epoch {r.metrics[f'{checkpoint}_epoch']}" for r in chosen)
     return {
-        "omega_values": {arm: out["omega"] for arm, out in outputs.items()},
+        "omega_values": omegas,
         "images": images,
         "maps": maps,
         "row_titles": [f"{test.label_names[test.labels[i]]} ({test.metadata.at[i, 'dicom_id'][:8]})" for i in examples],
