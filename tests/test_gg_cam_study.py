@@ -80,3 +80,11 @@ def test_cue_following_counts():
 def test_real_data_has_no_cue_scenario(tmp_path):
     with pytest.raises(ValueError, match="scenario 'cue' exists only for the synthetic data"):
         gg_cam.load_splits("smoke", "cue", tmp_path, model=None, settings={})
+
+
+def test_curriculum_summary_sentences():
+    table = pd.DataFrame({"scenario": ["default"] * 3, "arm": ["resnet+gg-cam"] * 3, "seed": [0, 1, 2],
+                          "cross_epoch": [None, 5, None], "gaze_dominated_epochs": [8, 4, 8], "epochs": [8, 8, 8]})
+    text = gg_cam.curriculum_summary(table)
+    assert text == ("resnet+gg-cam (default): the gaze term dominated 4-8 of 8 epochs; "
+                    "the terms crossed in 1 of 3 runs (epochs [5]).")

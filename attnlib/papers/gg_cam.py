@@ -319,3 +319,16 @@ def figure_views(
         "col_titles": ["Psi (gaze)", *(f"Omega_Y {arm}" for arm in models)],
         "selection": f"seed {seed}, {checkpoint} checkpoint ({'lowest validation loss' if checkpoint == 'best' else 'last epoch'}): {epochs}",
     }
+
+
+def curriculum_summary(table: pd.DataFrame) -> str:
+    """One sentence per gaze-supervised network, computed from :func:`curriculum` rows of its runs."""
+    sentences = []
+    for (scenario, arm), part in table.groupby(["scenario", "arm"], sort=False):
+        crossed = part["cross_epoch"].dropna()
+        dominated = part["gaze_dominated_epochs"]
+        span = f"{dominated.min()}-{dominated.max()}" if dominated.min() != dominated.max() else f"{dominated.min()}"
+        when = (f"the terms crossed in {len(crossed)} of {len(part)} runs (epochs {sorted(crossed.astype(int))})"
+                if len(crossed) else "the terms never crossed")
+        sentences.append(f"{arm} ({scenario}): the gaze term dominated {span} of {part['epochs'].max()} epochs; {when}.")
+    return "\n".join(sentences)
