@@ -225,7 +225,7 @@ def read_gaze(path: str | Path, dicom_ids: Sequence[str], chunksize: int = 500_0
     if missing:
         raise EGDCXRFormatError(f"{path}: missing columns {missing}")
     wanted = set(dicom_ids)
-    raw = fixation_rows = 0
+    raw = kept_rows = 0
     kept, n_calibration, n_offimage = [], 0, 0
     chunks = pd.read_csv(path, usecols=list(GAZE_USED_COLUMNS), dtype={"DICOM_ID": str}, chunksize=chunksize)
     for chunk in chunks:
@@ -240,7 +240,7 @@ def read_gaze(path: str | Path, dicom_ids: Sequence[str], chunksize: int = 500_0
         off = (coords < 0).any(axis=1)
         n_offimage += int(off.sum())
         kept.append(chunk[~off])
-        fixation_rows += int((~off).sum())
+        kept_rows += int((~off).sum())
     gaze = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(GAZE_USED_COLUMNS))
     if path.name == GAZE_FILES["fixations"]:
         duration = gaze["FPOGD"].astype(float)
@@ -250,7 +250,7 @@ def read_gaze(path: str | Path, dicom_ids: Sequence[str], chunksize: int = 500_0
     log.info(
         "%s: %d rows; dropped %d calibration rows (DICOM_ID not in the master sheet) and %d off-image "
         "rows (negative coordinates); kept %d points for %d images",
-        path.name, raw, n_calibration, n_offimage, fixation_rows, gaze["DICOM_ID"].nunique(),
+        path.name, raw, n_calibration, n_offimage, kept_rows, gaze["DICOM_ID"].nunique(),
     )
     return pd.DataFrame(
         {
