@@ -9,10 +9,14 @@ from pathlib import Path
 
 from attnlib.data.defaults import synthetic_egd_cxr
 from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
+from attnlib.data.idrid import verify_idrid
+from attnlib.data.jaffe import verify_jaffe
 from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
 from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
 
 DATASETS = ("egd-cxr",)
+#: Datasets with a manifest and a verifier (the synthetic generator and split file exist for EGD-CXR).
+VERIFIABLE = ("egd-cxr", "idrid", "jaffe")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -33,14 +37,16 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(handler=_generate)
 
     ver = cmds.add_parser("verify", help="check a local copy against data_manifests/ and list every problem")
-    ver.add_argument("dataset", choices=DATASETS)
+    ver.add_argument("dataset", choices=VERIFIABLE)
     ver.add_argument(
-        "--root", type=Path, required=True, help="EGD-CXR folder, or a folder with egd-cxr/ and mimic-cxr/"
+        "--root", type=Path, required=True,
+        help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid: the unpacked IDRiD "
+        "folder; jaffe: the folder with the TIFFs and the README",
     )
     ver.add_argument(
-        "--mimic-root", type=Path, default=None, help="MIMIC-CXR root (default: <root>/mimic-cxr)"
+        "--mimic-root", type=Path, default=None, help="egd-cxr: MIMIC-CXR root (default: <root>/mimic-cxr)"
     )
-    ver.add_argument("--deep", action="store_true", help="also decode every DICOM and compare mask sizes")
+    ver.add_argument("--deep", action="store_true", help="also decode every image (and compare mask sizes)")
     ver.set_defaults(handler=_verify)
 
     spl = cmds.add_parser("split", help="write a label-balanced 70/10/20 split file")
@@ -71,12 +77,17 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    paths = EGDCXRPaths.from_root(args.root, args.mimic_root)
-    problems = verify_egd_cxr(paths, deep=args.deep)
+    if args.dataset == "egd-cxr":
+        paths = EGDCXRPaths.from_root(args.root, args.mimic_root)
+        where, problems = paths.egd_root, verify_egd_cxr(paths, deep=args.deep)
+    elif args.dataset == "idrid":
+        where, problems = args.root, verify_idrid(args.root, deep=args.deep)
+    else:
+        where, problems = args.root, verify_jaffe(args.root, deep=args.deep)
     for problem in problems:
         print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
     errors = sum(p.severity == "error" for p in problems)
-    print(f"{paths.egd_root}: {errors} errors, {len(problems) - errors} warnings")
+    print(f"{where}: {errors} errors, {len(problems) - errors} warnings")
     return 1 if errors else 0
 
 

@@ -1,0 +1,251 @@
+"""The JAFFE loader on a hand-made copy of the distribution layout, with exactly known content."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from attnlib.data.cache import ArrayCache
+from attnlib.data.jaffe import (
+    JAFFE,
+    LABEL_NAMES,
+    NAME_PATTERN,
+    POSES,
+    RATING_COLUMNS,
+    SUBJECTS,
+    JAFFEFormatError,
+    JAFFESettings,
+    find_ratings_readme,
+    read_ratings,
+    verify_jaffe,
+)
+from attnlib.data.manifest import load_manifest
+
+# key -> (HAP, SAD, SUR, ANG, DIS, FEA) of the first table
+FIRST = {
+    "KA-AN1": (1.50, 1.80, 1.60, 4.20, 3.10, 2.00),
+    "KA-HA1": (4.80, 1.20, 2.30, 1.10, 1.20, 1.30),
+    "KL-SA1": (1.40, 4.10, 1.50, 2.20, 2.60, 2.50),
+    "KM-SU1": (2.10, 1.30, 4.60, 1.20, 1.40, 2.90),
+    "KR-DI1": (1.30, 2.40, 1.50, 3.20, 3.90, 2.70),
+    "MK-FE1": (1.20, 2.80, 3.10, 1.80, 2.90, 3.60),
+    "NA-NE1": (2.87, 2.52, 2.10, 1.97, 1.97, 2.06),
+    "NM-SU2": (1.90, 2.20, 3.40, 1.70, 3.40, 2.10),  # SUR and DIS tie: SUR comes first
+    "TM-AN2": (1.60, 2.10, 1.40, 3.80, 3.50, 1.90),
+    "UY-SA1": (1.70, 3.70, 1.60, 2.30, 2.40, 3.10),
+    "YM-FE1": (1.10, 2.00, 2.80, 1.50, 3.20, 3.30),
+    "KA-SA2": (1.30, 3.90, 1.20, 1.90, 2.20, 2.40),
+    "YM-HA3": (4.10, 1.10, 2.00, 1.00, 1.10, 1.20),  # rated, no image
+}
+# The "Fear Excluded" table: every label here differs from the first table's.
+SECOND = {
+    "KA-AN1": (4.5, 1.0, 1.0, 1.0, 1.0),
+    "YM-FE1": (1.0, 1.0, 1.0, 1.0, 4.9),
+    "KM-SU1": (1.0, 4.4, 1.0, 1.0, 1.0),
+}
+# file name -> label (index into LABEL_NAMES); 8-bit images for even positions, 16-bit for odd
+IMAGES = {
+    "KA.AN1.39.tiff": 3,
+    "KA.HA1.29.tiff": 0,
+    "KL.SA1.41.tiff": 1,
+    "KM.SU1.16.tiff": 2,
+    "KR.DI1.27.tiff": 4,
+    "MK.FE1.131.tiff": 5,
+    "NA.NE1.202.tiff": 0,
+    "NM.SU2.99.tiff": 2,
+    "TM.AN2.191.tiff": 3,
+    "UY.SA1.140.tiff": 1,
+    "YM.FE1.66.tiff": 5,
+}
+CORRUPT = "KA.SA2.34.tiff"  # rated (sadness), not a TIFF inside
+UNRATED = "YM.DI3.60.tiff"
+BADLY_NAMED = "KA_AN3_40.tiff"
+README = "README_FIRST.txt"
+
+
+def _table(table: dict[str, tuple[float, ...]]) -> list[str]:
+    lines = enumerate(table.items(), 1)
+    return [f"{i} {' '.join(f'{v:.2f}' for v in vals)} {key}" for i, (key, vals) in lines]
+
+
+def _readme_text(first_rows: list[str] | None = None) -> str:
+    rows = first_rows or _table(FIRST)
+    return "\n".join(
+        [
+            "The Japanese Female Facial Expression (JAFFE) Database",
+            "",
+            "3 notes: 60 Japanese raters scored each image on a 5-level scale.",
+            "Semantic ratings (averages):",
+            "",
+            "#  HAP  SAD  SUR  ANG  DIS  FEA  PIC   ",
+            "",
+            *rows[:5],
+            "",
+            *rows[5:],
+            "",
+            "Fear Excluded",
+            "",
+            "# HAP SAD SUR ANG DIS PIC",
+            *_table(SECOND),
+            "",
+            "End of file.",
+        ]
+    )
+
+
+def _write_image(path, pixels: np.ndarray) -> None:
+    Image.fromarray(pixels).save(path, format="TIFF")
+
+
+@pytest.fixture
+def jaffe_root(tmp_path):
+    root = tmp_path / "jaffe"
+    root.mkdir()
+    (root / README).write_text(_readme_text(), encoding="utf-8")
+    (root / "README.md").write_text("# JAFFE mirror\nNo ratings here.\n", encoding="utf-8")
+    for k, name in enumerate([*IMAGES, UNRATED, BADLY_NAMED]):
+        if k % 2 == 0:
+            pixels = np.full((256, 256), 128, dtype=np.uint8)
+            pixels[0, 0] = 255
+        else:
+            pixels = np.full((256, 256), 32768, dtype=np.uint16)
+            pixels[0, 0] = 65535
+        pixels[0, 1] = 0
+        _write_image(root / name, pixels)
+    (root / CORRUPT).write_bytes(b"II*\x00" + b"\x13\x37" * 50)
+    return root
+
+
+def test_readme_search_skips_files_without_the_header(jaffe_root):
+    assert find_ratings_readme(jaffe_root) == jaffe_root / README
+    (jaffe_root / README).unlink()
+    with pytest.raises(JAFFEFormatError, match=r"no README\* file holds the ratings header.*README.md"):
+        find_ratings_readme(jaffe_root)
+
+
+def test_ratings_first_table_only_exact_values(jaffe_root):
+    ratings = read_ratings(jaffe_root / README)
+    assert list(ratings.columns) == ["row", *RATING_COLUMNS, "PIC"]
+    expected = pd.DataFrame(
+        [
+            {"row": i, **dict(zip(RATING_COLUMNS, v, strict=True)), "PIC": k}
+            for i, (k, v) in enumerate(FIRST.items(), 1)
+        ]
+    )
+    pd.testing.assert_frame_equal(ratings, expected)
+    assert ratings.set_index("PIC").at["YM-FE1", "FEA"] == 3.30  # not the "Fear Excluded" row
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("6 1.20 2.80 x 1.80 2.90 3.60 MK-FE1", r"not a ratings row"),
+        ("6 1.20 2.80 3.10 1.80 2.90 MK-FE1", r"expected 8 fields, got 7"),
+        ("6 1.20 2.80 3.10 1.80 2.90 3.60 MK_FE1", r"not a key like"),
+        ("6 1.20 2.80 3.10 1.80 2.90 7.60 MK-FE1", r"outside \[1, 5\]"),
+        ("6 1.20 2.80 3.10 1.80 2.90 3.60 KA-AN1", r"KA-AN1 repeats the row on line 8"),
+    ],
+)
+def test_malformed_row_names_file_and_line(tmp_path, bad_row, message):
+    rows = _readme_text().splitlines()[7:12] + [bad_row]
+    path = tmp_path / README
+    path.write_text(_readme_text(rows), encoding="utf-8")
+    # header on line 6, blank line 7, rows on lines 8-12, a blank line, the bad row on line 14
+    with pytest.raises(JAFFEFormatError, match=rf"{README}: line 14: .*{message}"):
+        read_ratings(path)
+
+
+def test_labels_metadata_and_counts_logged(jaffe_root, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="attnlib.data.jaffe"):
+        ds = JAFFE(jaffe_root, cache=ArrayCache(tmp_path / "cache"))
+    assert ds.label_names == list(LABEL_NAMES)
+    assert dict(zip(ds.metadata["file"], ds.labels.tolist(), strict=True)) == {**IMAGES, CORRUPT: 1}
+    row = ds.metadata.set_index("id").loc["MK.FE1.131"]
+    assert (row["subject"], row["pose"], row["n"], row["index"], row["key"]) == ("MK", "FE", 1, 131, "MK-FE1")
+    assert ds.metadata.set_index("id").at["NA.NE1.202", "pose"] == "NE"
+    assert (
+        "13 TIFFs named <SUBJ>.<POSE><n>.<idx>.tiff; skipped 1 without ratings in README_FIRST.txt "
+        "['YM.DI3.60.tiff']; ignored 1 TIFFs named otherwise ['KA_AN3_40.tiff']; kept 12 images"
+    ) in caplog.text
+    assert len(ds.fingerprint) == 12
+    assert JAFFE(jaffe_root, cache=None).fingerprint == ds.fingerprint
+    assert JAFFE(jaffe_root, JAFFESettings(channels=3), cache=None).fingerprint != ds.fingerprint
+
+
+def test_items_8_and_16_bit_and_cache_hit(jaffe_root, tmp_path):
+    cache = ArrayCache(tmp_path / "cache")
+    ds = JAFFE(jaffe_root, cache=cache)
+    ids = ds.metadata["id"].tolist()
+    for name in ("KA.AN1.39", "KA.HA1.29"):  # written as 8-bit and 16-bit
+        item = ds[ids.index(name)]
+        img = item["img"].numpy()
+        assert item["id"] == name and item["lab"] == IMAGES[f"{name}.tiff"]
+        assert img.shape == (1, 256, 256) and img.dtype == np.float32
+        assert img[0, 0, 0] == 1.0 and img[0, 0, 1] == 0.0 and img[0, 5, 5] == pytest.approx(0.5, abs=3e-3)
+    assert (cache.hits, cache.misses) == (0, 2)
+    ds[ids.index("KA.AN1.39")]
+    assert (cache.hits, cache.misses) == (1, 2)
+    small = JAFFE(jaffe_root, JAFFESettings(image_size=(64, 48), channels=3), cache=cache)
+    img = small[ids.index("KA.AN1.39")]["img"]
+    assert img.shape == (3, 64, 48) and float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+    assert (img[0] == img[2]).all() and cache.misses == 3
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_corrupt_tiff_error_names_file(jaffe_root, tmp_path):
+    ds = JAFFE(jaffe_root, cache=ArrayCache(tmp_path / "cache"))
+    with pytest.raises(JAFFEFormatError, match=rf"{CORRUPT}: unreadable TIFF"):
+        ds[ds.metadata["file"].tolist().index(CORRUPT)]
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        JAFFESettings(channels=2)
+
+
+def test_manifest_matches_loader_constants():
+    spec = load_manifest("jaffe")["files"]["images"]
+    assert spec["name_pattern"] == NAME_PATTERN
+    assert tuple(spec["subjects"]) == SUBJECTS and tuple(spec["poses"]) == POSES
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_verify_lists_every_problem(jaffe_root):
+    shutil.copy(jaffe_root / "KA.AN1.39.tiff", jaffe_root / "ZZ.XX1.5.tiff")
+    found = {(p.severity, p.path.name, p.message) for p in verify_jaffe(jaffe_root, deep=True)}
+    corrupt = {f for f in found if f[1] == CORRUPT}
+    assert len(corrupt) == 1 and corrupt.pop()[2].startswith("unreadable TIFF")
+    assert {f for f in found if f[1] != CORRUPT} == {
+        ("warning", BADLY_NAMED, "name is not <SUBJ>.<POSE><n>.<idx>.tiff; the loader ignores it"),
+        ("warning", "jaffe", "14 images, the release has 213"),
+        ("error", "ZZ.XX1.5.tiff", "unknown subject 'ZZ'"),
+        ("error", "ZZ.XX1.5.tiff", "unknown pose 'XX'"),
+        ("error", "ZZ.XX1.5.tiff", "no ratings row for ZZ-XX1"),
+        ("error", UNRATED, "no ratings row for YM-DI3"),
+    }
+
+
+def test_verify_reports_ratings_problems(jaffe_root):
+    text = (jaffe_root / README).read_text(encoding="utf-8").replace(" KL-SA1", " KL-SA1 extra")
+    (jaffe_root / README).write_text(text, encoding="utf-8")
+    problems = [(p.severity, p.path.name, p.message) for p in verify_jaffe(jaffe_root)]
+    assert ("error", README, "line 10: expected 8 fields, got 9") in problems
+    (jaffe_root / README).unlink()
+    assert ("error", "jaffe", "no README* file holds the ratings header "
+            "'# HAP SAD SUR ANG DIS FEA PIC' (looked at ['README.md'])") in [
+        (p.severity, p.path.name, p.message) for p in verify_jaffe(jaffe_root)
+    ]
+
+
+def test_cli_verify_jaffe_exit_code(jaffe_root, capsys):
+    from attnlib.cli import main
+
+    code = main(["data", "verify", "jaffe", "--root", str(jaffe_root)])
+    out = capsys.readouterr()
+    assert code == 1  # the fixture has an image without ratings
+    assert "errors" in out.out and "ERROR" in out.err
