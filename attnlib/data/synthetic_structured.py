@@ -37,10 +37,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,6 +51,7 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from attnlib.data.generated import CONFIG_FILE, generate_folder
 from attnlib.data.splits import balanced_split
 
 log = logging.getLogger(__name__)
@@ -248,26 +245,6 @@ def _write_dataset(root: Path, config: StructuredConfig, progress: bool) -> dict
     }
 
 
-def _check_existing(out: Path, config: StructuredConfig) -> None:
-    """Raise ``FileExistsError`` unless ``out`` holds this generator's output for ``config``."""
-    path = out / "synthetic_config.json"
-    if not path.is_file():
-        raise FileExistsError(
-            f"{out}: exists but is not a synthetic structured folder (no synthetic_config.json); "
-            "delete it or choose another folder"
-        )
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    stored, wanted = saved.get("config", {}), config.to_dict()
-    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if saved.get("generator_version") != GENERATOR_VERSION:
-        differ.append(f"generator_version {saved.get('generator_version')!r} != {GENERATOR_VERSION!r}")
-    if differ:
-        raise FileExistsError(
-            f"{out}: holds a synthetic structured set generated with another configuration "
-            f"(differs in {differ}); delete it or choose another folder"
-        )
-
-
 def generate_structured(
     out: Path, config: StructuredConfig = StructuredConfig(), progress: bool = True
 ) -> Path:
@@ -280,40 +257,10 @@ def generate_structured(
     naming it. The files are written to a temporary sibling folder renamed to ``out`` when complete
     (removed on error). ``progress`` shows a tqdm bar.
     """
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        _check_existing(out, config)
-        log.info("%s: synthetic structured set already generated with this config", out)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        counts = _write_dataset(staging, config, progress)
-        (staging / "synthetic_config.json").write_text(
-            json.dumps(
-                {"config": config.to_dict(), "generator_version": GENERATOR_VERSION, "counts": counts},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
-        )
-        try:
-            os.rename(staging, out)
-        except OSError:
-            if not out.exists():
-                raise
-            _check_existing(out, config)  # another process finished the same dataset first
-            shutil.rmtree(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log.info(
-        "%s: wrote %d synthetic structured images in %.2f s",
-        out, config.n_images, time.perf_counter() - start,
+    return generate_folder(
+        out, kind="synthetic structured", config=config.to_dict(), version=GENERATOR_VERSION,
+        write=lambda staging: _write_dataset(staging, config, progress),
     )
-    return out
 
 
 @dataclass(eq=False)
@@ -332,7 +279,7 @@ class StructuredDataset(Dataset):
         self.root = Path(self.root)
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {self.split!r}")
-        config_path = self.root / "synthetic_config.json"
+        config_path = self.root / CONFIG_FILE
         if not config_path.is_file():
             raise StructuredFormatError(f"{config_path}: not found (not a synthetic structured folder)")
         try:
@@ -397,7 +344,7 @@ class StructuredDataset(Dataset):
         """A short hash of the data a model sees: the selected rows (labels, splits, cues) and the config."""
         digest = hashlib.sha256()
         digest.update(self.metadata[list(LABEL_COLUMNS)].to_csv(index=False).encode())
-        digest.update((self.root / "synthetic_config.json").read_bytes())
+        digest.update((self.root / CONFIG_FILE).read_bytes())
         return digest.hexdigest()[:12]
 
 

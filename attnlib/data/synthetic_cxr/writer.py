@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from attnlib.data.egd_cxr import (
     MASK_FILES,
     MASTER_SHEET_COLUMNS,
 )
+from attnlib.data.generated import generate_folder
 from attnlib.data.splits import SPLIT_NAMES, balanced_split, save_split
 from attnlib.data.synthetic_cxr.anatomy import _bbox, _render
 from attnlib.data.synthetic_cxr.config import (
@@ -191,26 +188,6 @@ def _write_dataset(root: Path, config: SyntheticCXRConfig, progress: bool) -> di
     }
 
 
-def _check_existing(out: Path, config: SyntheticCXRConfig) -> None:
-    """Raise ``FileExistsError`` unless ``out`` holds this generator's output for ``config``."""
-    path = out / "synthetic_config.json"
-    if not path.is_file():
-        raise FileExistsError(
-            f"{out}: exists but is not a synthetic EGD-CXR folder (no synthetic_config.json); "
-            "delete it or choose another folder"
-        )
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    stored, wanted = saved.get("config", {}), config.to_dict()
-    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if saved.get("generator_version") != GENERATOR_VERSION:
-        differ.append(f"generator_version {saved.get('generator_version')!r} != {GENERATOR_VERSION!r}")
-    if differ:
-        raise FileExistsError(
-            f"{out}: holds a synthetic EGD-CXR generated with another configuration "
-            f"(differs in {differ}); delete it or choose another folder"
-        )
-
-
 def generate_synthetic_egd_cxr(
     out: Path, config: SyntheticCXRConfig = SyntheticCXRConfig(), *, progress: bool = True
 ) -> Path:
@@ -221,36 +198,7 @@ def generate_synthetic_egd_cxr(
     else raises ``FileExistsError`` naming it. The data are written to a temporary sibling folder,
     renamed to ``out`` when complete (removed on error). ``progress`` shows a tqdm bar.
     """
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        _check_existing(out, config)
-        log.info("%s: synthetic EGD-CXR already generated with this config", out)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        counts = _write_dataset(staging, config, progress)
-        (staging / "synthetic_config.json").write_text(
-            json.dumps(
-                {"config": config.to_dict(), "generator_version": GENERATOR_VERSION, "counts": counts},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
-        )
-        try:
-            os.rename(staging, out)
-        except OSError:
-            if not out.exists():
-                raise
-            _check_existing(out, config)  # another process finished the same dataset first
-            shutil.rmtree(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log.info(
-        "%s: wrote %d synthetic EGD-CXR images in %.1f s", out, config.n_images, time.perf_counter() - start
+    return generate_folder(
+        out, kind="synthetic EGD-CXR", config=config.to_dict(), version=GENERATOR_VERSION,
+        write=lambda staging: _write_dataset(staging, config, progress),
     )
-    return out
