@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from attnlib.stats import median_std
+
 CHECKPOINTS = ("best", "last")
 
 
@@ -29,8 +31,6 @@ def arm_summary(results: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "au
     """Per arm: number of seeds, then median and standard deviation of each metric per checkpoint."""
     table = seed_table(results, metrics)
     value_columns = [c for c in table.columns if c not in ("arm", "seed")]
-    grouped = table.groupby("arm")[value_columns]
-    summary = pd.concat({"median": grouped.median(), "std": grouped.std(ddof=1)}, axis=1).swaplevel(axis=1)
-    summary = summary[[(c, s) for c in value_columns for s in ("median", "std")]]
-    summary.insert(0, ("seeds", "n"), grouped.size())
+    summary = median_std(table, value_columns, "arm").numeric.drop(columns="n", level=1)
+    summary.insert(0, ("seeds", "n"), table.groupby("arm").size())
     return summary

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attnlib.data.defaults import egd_cxr_paths
+from attnlib.data.defaults import egd_cxr_paths, synthetic_egd_cxr
 from attnlib.device import default_device
 from attnlib.data.egd_cxr import EGDCXR, EGDCXRSettings
 from attnlib.methods.gg_cam import TABLE1, CAMClassifier, GGCAM, GGCAMConfig
@@ -268,7 +268,7 @@ def trained_model(run: RunResult, profile: str | None, checkpoint: str = "best")
 
 def scenario_root(profile: str | None, scenario: str) -> Path:
     """Folder of the synthetic data of ``scenario`` (generated on first use)."""
-    return egd_cxr_paths(None, profile=profile, **SCENARIOS[scenario]).egd_root.parent
+    return synthetic_egd_cxr(profile, **SCENARIOS[scenario])
 
 
 def hyperparameters(networks: Sequence[str], profile: str | None) -> pd.DataFrame:
