@@ -487,3 +487,67 @@ def test_run_seeds_identity_changes_only_with_evaluators(tmp_path):
     assert plain.spec.key == before_hook.key and run(evaluators=None).path == plain.path
     assert scored.path != plain.path and scored.spec.config["evaluators"] == ["cam"]
     assert "interpretability" in scored.metrics["best"] and "interpretability" not in plain.metrics["best"]
+
+
+def test_eval_loaders_are_scored_every_epoch_and_match_predict(tmp_path):
+    data = loaders()
+    trainer = Trainer(config(epochs=3), device="cpu")
+    method = classifier()
+    fit = trainer.fit(method, data["train"], data["val"], tmp_path, 0, eval_loaders={"test": data["test"]})
+    assert {"test_loss", "test_accuracy", "val_accuracy"} <= set(fit.history.columns)
+    assert fit.history["test_accuracy"].notna().all() and len(fit.history) == 3
+    # the method ends with the last weights: the last row's test accuracy is theirs
+    frame = trainer.predict(method, data["test"])
+    assert fit.history["test_accuracy"].iloc[-1] == pytest.approx(float((frame["pred"] == frame["label"]).mean()))
+    probs = torch.tensor(frame[["prob_0", "prob_1"]].to_numpy())
+    test_loss = F.nll_loss(torch.log(probs), torch.tensor(frame["label"].to_numpy()))
+    assert fit.history["test_loss"].iloc[-1] == pytest.approx(test_loss.item(), rel=1e-4)
+
+
+def test_eval_loaders_do_not_change_training(tmp_path):
+    data = loaders()
+    plain = Trainer(config(epochs=2), device="cpu").fit(classifier(), data["train"], data["val"], tmp_path / "a", 0)
+    data = loaders()
+    scored = Trainer(config(epochs=2), device="cpu").fit(
+        classifier(), data["train"], data["val"], tmp_path / "b", 0, eval_loaders={"test": data["test"]}
+    )
+    for key, value in plain.last_state.items():
+        assert torch.equal(value, scored.last_state[key]), key
+    assert plain.best_epoch == scored.best_epoch
+
+
+def test_without_validation_the_last_weights_are_best_and_lr_constant(tmp_path, caplog):
+    data = loaders()
+    cfg = config(epochs=3, plateau_patience=None)
+    with caplog.at_level("WARNING"):
+        fit = Trainer(cfg, device="cpu").fit(classifier(), data["train"], None, tmp_path, 0, {"test": data["test"]})
+    assert "validation" not in caplog.text
+    assert fit.best_epoch == fit.last_epoch == 3
+    assert all(torch.equal(fit.best_state[k], v) for k, v in fit.last_state.items())
+    assert "val_loss" not in fit.history.columns and fit.history["test_accuracy"].notna().all()
+    assert fit.history["lr"].tolist() == [cfg.lr] * 3
+
+
+def test_without_validation_plateau_and_early_stopping_are_refused(tmp_path):
+    data = loaders()
+    with pytest.raises(ValueError, match="plateau schedule"):
+        Trainer(config(), device="cpu").fit(classifier(), data["train"], None, tmp_path, 0)
+    with pytest.raises(ValueError, match="early stopping"):
+        Trainer(config(plateau_patience=None, early_stop_patience=2), device="cpu").fit(
+            classifier(), data["train"], None, tmp_path, 0
+        )
+    with pytest.raises(ValueError, match="taken"):
+        Trainer(config(), device="cpu").fit(classifier(), data["train"], data["val"], tmp_path, 0, {"val": data["test"]})
+
+
+def test_constant_lr_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    cfg = config(epochs=4, plateau_patience=None)
+    data = loaders()
+    full = Trainer(cfg, device="cpu").fit(classifier(), data["train"], None, tmp_path / "a", 0)
+    data = loaders(fail_after=24 * 2 + 5)  # crashes in epoch 3, after two checkpoints
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(cfg, device="cpu").fit(classifier(), data["train"], None, tmp_path / "c", 0)
+    data = loaders()
+    resumed = Trainer(cfg, device="cpu").fit(classifier(seed=7), data["train"], None, tmp_path / "c", 0)
+    for key, value in full.last_state.items():
+        assert torch.equal(value, resumed.last_state[key]), key

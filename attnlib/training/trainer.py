@@ -47,7 +47,8 @@ class TrainConfig:
 
     The LR follows ``ReduceLROnPlateau`` on the validation loss (``plateau_factor``,
     ``plateau_patience``) unless ``lr_milestones`` is given: then it is multiplied by
-    ``milestone_factor`` after each listed epoch (step schedule of ABN and GALA).
+    ``milestone_factor`` after each listed epoch (step schedule of ABN and GALA). With
+    ``plateau_patience=None`` and no milestones the LR stays constant (global attention's Adam).
     ``early_stop_patience``: stop after that many epochs without a lower validation loss.
     ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only.
     """
@@ -58,7 +59,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    plateau_patience: int = 10
+    plateau_patience: int | None = 10
     plateau_factor: float = 0.1
     lr_milestones: tuple[int, ...] = ()
     milestone_factor: float = 0.1
@@ -110,16 +111,39 @@ class Trainer:
         self._cuda = self.device.type == "cuda"
 
     def fit(
-        self, method: Method, train_loader: DataLoader, val_loader: DataLoader, workdir: Path, seed: int
+        self,
+        method: Method,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        workdir: Path,
+        seed: int,
+        eval_loaders: Mapping[str, DataLoader] | None = None,
     ) -> FitResult:
         """Train ``method``, resuming from ``workdir/checkpoint.pt`` when present.
 
         Seeds everything with ``seed`` first. The method ends with its last-epoch weights.
+        ``eval_loaders`` (name -> loader, e.g. ``{"test": ...}``) are scored after every epoch like the
+        validation set, as history columns ``<name>_loss``, ``<name>_accuracy``, ...; they never select
+        weights or steer the LR. Without a validation set (``val_loader=None``) the best weights are
+        the last ones, and neither the plateau schedule nor early stopping is allowed.
         """
         cfg = self.config
-        for name, loader in (("training", train_loader), ("validation", val_loader)):
-            if len(loader) == 0:
-                raise ValueError(f"the {name} set is empty: nothing to {'fit' if name == 'training' else 'select on'}")
+        eval_loaders = dict(eval_loaders or {})
+        clash = sorted(eval_loaders.keys() & {"train", "val"})
+        if clash:
+            raise ValueError(f"eval_loaders may not be named {clash}: those history columns are taken")
+        if val_loader is None:
+            needs_val = [name for name, on in (
+                ("plateau schedule (set plateau_patience=None or lr_milestones)",
+                 cfg.plateau_patience is not None and not cfg.lr_milestones),
+                ("early stopping", cfg.early_stop_patience is not None),
+            ) if on]
+            if needs_val:
+                raise ValueError(f"no validation set, but {' and '.join(needs_val)} needs one")
+        loaders = {"training": train_loader, "validation": val_loader, **eval_loaders}
+        for name, loader in loaders.items():
+            if loader is not None and len(loader) == 0:
+                raise ValueError(f"the {name} set is empty: nothing to {'fit' if name == 'training' else 'score'}")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed, cfg.deterministic)
@@ -132,19 +156,15 @@ class Trainer:
             progress = self._resume(checkpoint, seed, method, optimizer, scheduler, train_loader)
         with tqdm(total=cfg.epochs, initial=progress.epoch, unit="epoch", disable=not cfg.progress) as bar:
             while progress.epoch < cfg.epochs and not progress.stopped_early:
-                row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader)
+                row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader, eval_loaders)
                 if isinstance(scheduler, ReduceLROnPlateau):
                     scheduler.step(row["val_loss"])
-                else:
+                elif scheduler is not None:
                     scheduler.step()
                 self._track(progress, row, method)
                 self._save(checkpoint, seed, method, optimizer, scheduler, train_loader, progress)
-                bar.set_postfix(
-                    loss=f"{row['train_loss']:.4g}",
-                    val_loss=f"{row['val_loss']:.4g}",
-                    val_acc=f"{row['val_accuracy']:.3f}",
-                    refresh=False,
-                )
+                shown = {"loss": "train_loss", "val_loss": "val_loss", "val_acc": "val_accuracy"}
+                bar.set_postfix({k: f"{row[c]:.4g}" for k, c in shown.items() if c in row}, refresh=False)
                 bar.update()
         return _result(progress, method)
 
@@ -172,24 +192,24 @@ class Trainer:
         method: Method,
         optimizer: Optimizer,
         train_loader: DataLoader,
-        val_loader: DataLoader,
+        val_loader: DataLoader | None,
+        eval_loaders: Mapping[str, DataLoader],
     ) -> dict[str, float]:
-        """Train one epoch, validate, and return the history row."""
+        """Train one epoch, score the validation and evaluation sets, and return the history row."""
         start = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups if "name" in g})
         method.on_epoch_start(epoch)
-        train, train_wait = self._train_epoch(method, optimizer, train_loader)
-        val, val_wait = self._validate(method, val_loader)
-        elapsed = time.perf_counter() - start
+        train, wait = self._train_epoch(method, optimizer, train_loader)
         row.update({f"train_{k}": v for k, v in train.items()})
-        row.update({f"val_{k}": v for k, v in val.items()})
+        scored = {"val": val_loader} if val_loader is not None else {}
+        for name, loader in {**scored, **eval_loaders}.items():
+            values, waited = self._validate(method, loader)
+            row.update({f"{name}_{k}": v for k, v in values.items()})
+            wait += waited
+        elapsed = time.perf_counter() - start
         row.update(method.scalars())
-        row.update(
-            data_seconds=train_wait + val_wait,
-            compute_seconds=elapsed - train_wait - val_wait,
-            epoch_seconds=elapsed,
-        )
+        row.update(data_seconds=wait, compute_seconds=elapsed - wait, epoch_seconds=elapsed)
         log.debug("epoch %d: %s", epoch, row)
         return row
 
@@ -211,7 +231,7 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, method: Method, loader: DataLoader) -> tuple[dict[str, float], float]:
-        """Mean validation losses and accuracy; returns them and seconds spent waiting for data."""
+        """Mean losses and accuracy on ``loader`` in eval mode; returns them and seconds spent waiting for data."""
         method.eval()
         means, wait = _Means(), 0.0
         for batch, waited in _timed(loader):
@@ -270,16 +290,20 @@ class Trainer:
             nesterov=cfg.optimizer == "sgd_nesterov",
         )
 
-    def _scheduler(self, optimizer: Optimizer) -> LRScheduler | ReduceLROnPlateau:
+    def _scheduler(self, optimizer: Optimizer) -> LRScheduler | ReduceLROnPlateau | None:
         cfg = self.config
         if cfg.lr_milestones:
             return MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.milestone_factor)
+        if cfg.plateau_patience is None:
+            return None
         return ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
     def _track(self, progress: _Progress, row: dict[str, float], method: Method) -> None:
         """Record the epoch: history, best weights, early-stopping counter."""
         progress.epoch = int(row["epoch"])
         progress.history.append(row)
+        if "val_loss" not in row:  # no validation set: the last weights stand for the best (``_result``)
+            return
         if row["val_loss"] < progress.best_loss:
             progress.best_loss = row["val_loss"]
             progress.best_epoch = progress.epoch
@@ -309,7 +333,7 @@ class Trainer:
         seed: int,
         method: Method,
         optimizer: Optimizer,
-        scheduler: LRScheduler | ReduceLROnPlateau,
+        scheduler: LRScheduler | ReduceLROnPlateau | None,
         train_loader: DataLoader,
         progress: _Progress,
     ) -> None:
@@ -318,7 +342,7 @@ class Trainer:
             "identity": self._identity(seed),
             "method": method.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "progress": dict(vars(progress)),
             "rng": _rng_state(train_loader),
         }
@@ -332,7 +356,7 @@ class Trainer:
         seed: int,
         method: Method,
         optimizer: Optimizer,
-        scheduler: LRScheduler | ReduceLROnPlateau,
+        scheduler: LRScheduler | ReduceLROnPlateau | None,
         train_loader: DataLoader,
     ) -> _Progress:
         try:
@@ -358,7 +382,8 @@ class Trainer:
             )
         method.load_state_dict(payload["method"])
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(payload["scheduler"])
         _set_rng_state(payload["rng"], train_loader, path)
         progress = _Progress(**payload["progress"])
         log.info("resuming from %s after epoch %d", path, progress.epoch)
@@ -400,7 +425,8 @@ def _result(progress: _Progress, method: Method) -> FitResult:
     last = _cpu_state(method)
     best_state, best_epoch = progress.best_state, progress.best_epoch
     if best_state is None:
-        log.warning("no epoch had a finite validation loss; the last weights stand in for the best")
+        if any("val_loss" in row for row in progress.history):
+            log.warning("no epoch had a finite validation loss; the last weights stand in for the best")
         best_state, best_epoch = last, progress.epoch
     return FitResult(
         history=pd.DataFrame(progress.history),
