@@ -1,4 +1,4 @@
-"""Figures shared by the notebooks: image overlays, scanpaths, dataset summaries."""
+"""Figures shared by the notebooks: image overlays, scanpaths, dataset summaries, weight maps, curves."""
 
 from __future__ import annotations
 
@@ -154,5 +154,62 @@ def map_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarray]],
             show_overlay(axes[r, c], image, scaled, title=col_titles[c] if r == 0 else None)
         axes[r, 0].text(-0.08, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def weight_maps(maps: Sequence[np.ndarray], titles: Sequence[str], region_mask: np.ndarray | None = None,
+                *, columns: int = 4) -> Figure:
+    """Input weight maps (each on its own colour scale, with a colour bar), the true region outlined in white."""
+    n = len(maps) + (region_mask is not None)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.5 * rows), squeeze=False)
+    panels = list(zip(maps, titles, strict=True))
+    if region_mask is not None:
+        panels.insert(0, (region_mask.astype(float), "true relevant region"))
+    for ax, (values, title) in zip(axes.flat, panels):
+        shown = ax.imshow(values, cmap="viridis")
+        if region_mask is not None:
+            ax.contour(region_mask, levels=[0.5], colors="white", linewidths=0.8)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        ax.set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def selection_curves(cv_curve: pd.Series, test_curve: pd.Series, selected: Sequence[int], *, title: str) -> Figure:
+    """Mean validation accuracy of the CV folds and the final fit's test accuracy per epoch, selected epochs marked."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(cv_curve.index, cv_curve.to_numpy(), marker=".", label="mean CV validation accuracy")
+    ax.plot(test_curve.index, test_curve.to_numpy(), marker=".", label="test accuracy (final fit)")
+    ax.scatter(selected, test_curve.reindex(selected).to_numpy(), s=40, facecolors="none", edgecolors="k",
+               zorder=3, label=f"{len(selected)} selected epochs")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_panels(frame: pd.DataFrame, *, title: str) -> Figure:
+    """One panel per knob (``knob``, ``value``, ``accuracy`` columns): every seed's value and the median, default marked."""
+    knobs = list(dict.fromkeys(frame["knob"]))
+    fig, axes = plt.subplots(1, len(knobs), figsize=(3.4 * len(knobs), 3), squeeze=False, sharey=True)
+    for ax, knob in zip(axes[0], knobs):
+        part = frame[frame["knob"] == knob]
+        medians = part.groupby("value")["accuracy"].median()
+        ax.scatter(part["value"], part["accuracy"], s=12, alpha=0.6, label="seeds")
+        ax.plot(medians.index, medians.to_numpy(), marker="o", color="k", lw=1, label="median")
+        for value in part.loc[part["default"], "value"].unique():
+            ax.axvline(value, color="tab:red", ls=":", lw=1, label="default")
+        if part["value"].min() > 0 and part["value"].max() / part["value"].min() >= 100:
+            ax.set_xscale("log")
+        ax.set_xlabel(knob)
+    axes[0, 0].set_ylabel("test accuracy")
+    axes[0, 0].legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -551,3 +551,14 @@ def test_constant_lr_run_resumes_to_the_uninterrupted_weights(tmp_path):
     resumed = Trainer(cfg, device="cpu").fit(classifier(seed=7), data["train"], None, tmp_path / "c", 0)
     for key, value in full.last_state.items():
         assert torch.equal(value, resumed.last_state[key]), key
+
+
+@pytest.mark.parametrize("every, written", [(None, False), (2, True), (10, True)])
+def test_checkpoint_every(tmp_path, every, written, monkeypatch):
+    saved = []
+    monkeypatch.setattr(Trainer, "_save", lambda self, path, seed, m, o, s, l, progress: saved.append(progress.epoch))
+    data = loaders()
+    Trainer(config(epochs=5), device="cpu", checkpoint_every=every).fit(classifier(), data["train"], data["val"], tmp_path, 0)
+    assert saved == ({2: [2, 4, 5], 10: [5]}[every] if written else [])
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        Trainer(config(), checkpoint_every=0)

@@ -9,6 +9,7 @@ from typing import Any
 
 from attnlib.data.egd_cxr import EGDCXRPaths
 from attnlib.data.synthetic_cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr
+from attnlib.data.synthetic_structured import StructuredConfig, generate_structured
 from attnlib.paths import data_dir
 from attnlib.profiles import load_profile
 
@@ -25,9 +26,24 @@ def synthetic_egd_cxr(profile: str | None = None, root: Path | None = None, **ov
     and the same knobs are generated once (deterministically) and then reused.
     """
     config = synthetic_egd_cxr_config(profile, **overrides)
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    out = (root or data_dir() / "synthetic") / f"egd-cxr-{digest}"
-    return generate_synthetic_egd_cxr(out, config)
+    return generate_synthetic_egd_cxr(_folder(root, "egd-cxr", config.to_dict()), config)
+
+
+def synthetic_structured_config(profile: str | None = None, **overrides: Any) -> StructuredConfig:
+    """The profile's synthetic structured-image knobs (global attention), with ``overrides`` (e.g. ``cue=True``)."""
+    return StructuredConfig(**{**load_profile(profile).get("global_attention_synthetic", {}), **overrides})
+
+
+def synthetic_structured(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
+    """Folder of the synthetic structured set for this profile and these knobs, generated on first use."""
+    config = synthetic_structured_config(profile, **overrides)
+    return generate_structured(_folder(root, "structured", config.to_dict()), config)
+
+
+def _folder(root: Path | None, kind: str, config: dict[str, Any]) -> Path:
+    """``<root or data_dir()/synthetic>/<kind>-<hash of config>``: one folder per distinct configuration."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return (root or data_dir() / "synthetic") / f"{kind}-{digest}"
 
 
 def egd_cxr_paths(

@@ -1,4 +1,4 @@
-"""Label-balanced train/validation/test splits, written to a shareable CSV split file."""
+"""Label-balanced train/validation/test splits (written to a shareable CSV split file) and stratified folds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedKFold
 
 from attnlib._io import atomic_write_text
 
@@ -75,3 +76,18 @@ def load_split(path: str | Path, ids: Sequence[str] | None = None) -> pd.DataFra
                 f"({len(wanted - known)} ids without a split, {len(known - wanted)} unknown ids)"
             )
     return frame
+
+
+def stratified_folds(labels: Sequence[int], n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) index pairs of a shuffled, label-stratified k-fold split.
+
+    ``sklearn.model_selection.StratifiedKFold(n_folds, shuffle=True, random_state=seed)``; raises
+    ``ValueError`` naming the class when one has fewer members than folds.
+    """
+    labels_arr = np.asarray(labels)
+    values, counts = np.unique(labels_arr, return_counts=True)
+    small = {int(v): int(c) for v, c in zip(values, counts, strict=True) if c < n_folds}
+    if small:
+        raise ValueError(f"{n_folds}-fold split needs at least {n_folds} items per class; too few: {small}")
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    return list(folds.split(np.zeros(len(labels_arr)), labels_arr))

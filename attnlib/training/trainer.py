@@ -105,10 +105,17 @@ class _Progress:
 class Trainer:
     """Trains any ``Method``: ``fit`` then ``predict``; never branches on the method."""
 
-    def __init__(self, config: TrainConfig, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, device: str | torch.device | None = None, checkpoint_every: int | None = 1
+    ) -> None:
+        """``checkpoint_every``: write the resumable checkpoint after every that many epochs and after
+        the last; None never writes one (short fits whose restart costs less than the writes)."""
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive number of epochs or None, got {checkpoint_every}")
         self.config = config
         self.device = default_device(device)
         self._cuda = self.device.type == "cuda"
+        self.checkpoint_every = checkpoint_every
 
     def fit(
         self,
@@ -162,7 +169,10 @@ class Trainer:
                 elif scheduler is not None:
                     scheduler.step()
                 self._track(progress, row, method)
-                self._save(checkpoint, seed, method, optimizer, scheduler, train_loader, progress)
+                every = self.checkpoint_every
+                done = progress.epoch == cfg.epochs or progress.stopped_early
+                if every is not None and (progress.epoch % every == 0 or done):
+                    self._save(checkpoint, seed, method, optimizer, scheduler, train_loader, progress)
                 shown = {"loss": "train_loss", "val_loss": "val_loss", "val_acc": "val_accuracy"}
                 bar.set_postfix({k: f"{row[c]:.4g}" for k, c in shown.items() if c in row}, refresh=False)
                 bar.update()
