@@ -1,24 +1,73 @@
-"""Dataset summaries for the exploration notebooks: balance, DICOM headers, gaze statistics, cues."""
+"""Dataset summaries for the exploration notebooks.
+
+EGD-CXR (paper 1): class balance, DICOM headers, gaze statistics, cue association. Structured images
+(paper 2: the synthetic structured set, IDRiD Disease Grading, JAFFE): where the data come from, class
+balance, sample grids (IDRiD with the crop lines, the right-eye flip before and after), the JAFFE
+ratings, per-class mean and difference-from-mean images. Figures are returned, never shown.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, zip_longest
 from pathlib import Path
+from typing import Literal, Protocol
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 from scipy.stats import chi2_contingency
 from scipy.stats.contingency import association
 from tqdm.auto import tqdm
 
+from attnlib.data.cache import ArrayCache
+from attnlib.data.defaults import synthetic_structured
 from attnlib.data.dicom import dicom_metadata
 from attnlib.data.egd_cxr import EGDCXR, MASK_FILES
+from attnlib.data.idrid import (
+    ORIGINAL_WIDTH,
+    SPLITS,
+    TASK_COLUMNS,
+    IDRiD,
+    crop_bounds,
+    image_dir,
+    list_images,
+    optic_disc_x,
+    paper_right_eyes,
+    read_fundus,
+)
+from attnlib.data.jaffe import JAFFE, RATING_COLUMNS, read_ratings, scan_images
+from attnlib.data.layout_samples import write_idrid_sample, write_jaffe_sample
+from attnlib.data.synthetic_structured import StructuredDataset, cue_box, region_box
 
 #: Region of a fixation: the first mask (in this order) that contains it, else "outside organs".
 REGION_ORDER = ("mediastinum", "aortic_knob", "left_lung", "right_lung")
+#: The emotion each JAFFE pose was meant to show (NE, neutral, has no rating column).
+POSE_EMOTION = {
+    "AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "SA": "sadness", "SU": "surprise",
+}
 
 
-def class_balance(ds: EGDCXR) -> pd.DataFrame:
-    """Images per class (rows) and split (columns), with totals."""
+class Labelled(Protocol):
+    """What the summaries need of a dataset: attnlib's contract (items with ``img``) plus labels."""
+
+    labels: np.ndarray
+    label_names: list[str]
+    metadata: pd.DataFrame
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, object]: ...
+
+
+def class_balance(ds: Labelled) -> pd.DataFrame:
+    """Images per class (rows) and split (columns, from ``metadata["split"]``), with totals."""
     table = pd.crosstab(
         pd.Categorical.from_codes(ds.labels, ds.label_names, validate=False),
         ds.metadata["split"].to_numpy(),
@@ -69,14 +118,17 @@ def gaze_statistics(ds: EGDCXR) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cue_association(truth: pd.DataFrame) -> pd.DataFrame:
+def cue_association(truth: pd.DataFrame, cue_col: str | None = None) -> pd.DataFrame:
     """How strongly the synthetic cue goes with the label in each split (synthetic data only).
 
-    ``truth`` is the generator's ``synthetic_truth.csv``. Per split: the number of images, Cramér's V
-    between cue and label (0 = independent, 1 = the cue gives the label away) and the p-value of
-    the chi-square test of independence (no continuity correction).
+    ``truth`` has columns ``split``, ``label`` and the cue: the EGD-CXR generator's
+    ``synthetic_truth.csv`` (``cue_col`` None: ``cue_position`` if used, else ``cue_present``) or the
+    structured set's labels (``cue_col="cue"``). Per split: the number of images, Cramér's V between
+    cue and label (0 = independent, 1 = the cue gives the label away; NaN without a cue) and the
+    p-value of the chi-square test of independence (no continuity correction).
     """
-    cue_col = "cue_position" if truth["cue_position"].ge(0).any() else "cue_present"
+    if cue_col is None:
+        cue_col = "cue_position" if truth["cue_position"].ge(0).any() else "cue_present"
     rows = []
     for split in [s for s in ("train", "val", "test") if s in set(truth["split"])]:
         part = truth[truth["split"] == split]
@@ -94,3 +146,421 @@ def read_truth(root: Path) -> pd.DataFrame | None:
     """The synthetic generator's per-image ground truth, or None for a real dataset."""
     path = Path(root) / "synthetic_truth.csv"
     return pd.read_csv(path) if path.is_file() else None
+
+
+# --- where the structured-image data come from -------------------------------------------------
+
+
+@dataclass
+class StructuredSources:
+    """The folders the structured-data exploration reads, and whether IDRiD / JAFFE are layout samples."""
+
+    structured: Path
+    idrid: Path
+    jaffe: Path
+    idrid_is_sample: bool
+    jaffe_is_sample: bool
+    samples: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def notice(self, name: Literal["structured", "idrid", "jaffe"]) -> str:
+        """One line saying what ``name`` is: the synthetic set, real data, or a layout sample."""
+        if name == "structured":
+            return f"synthetic structured set (generated, not real data): {self.structured}"
+        path = self.idrid if name == "idrid" else self.jaffe
+        label = {"idrid": "IDRiD", "jaffe": "JAFFE"}[name]
+        if self._is_sample(name):
+            return (f"{label}: LAYOUT SAMPLE, NOT REAL DATA - a few drawn images in the real folder layout, "
+                    f"written to {path}; set {name}_root (or data_root) to explore the real set")
+        return f"{label}: real data from {path}"
+
+    def cache(self, name: Literal["idrid", "jaffe"]) -> ArrayCache | None:
+        """The preprocessing cache for real data; none for a layout sample (its folder is temporary)."""
+        return None if self._is_sample(name) else ArrayCache()
+
+    def cleanup(self) -> None:
+        """Remove the layout samples' temporary folder (also done when the object is collected)."""
+        if self.samples is not None:
+            self.samples.cleanup()
+
+    def _is_sample(self, name: Literal["idrid", "jaffe"]) -> bool:
+        return self.idrid_is_sample if name == "idrid" else self.jaffe_is_sample
+
+
+def structured_sources(
+    profile: str | None = None,
+    *,
+    data_root: str | Path | None = None,
+    idrid_root: str | Path | None = None,
+    jaffe_root: str | Path | None = None,
+    cue: bool | None = None,
+) -> StructuredSources:
+    """Resolve the three data sets of the structured-data exploration.
+
+    The synthetic structured set is always generated (``attnlib.data.defaults.synthetic_structured``):
+    the profile's knobs, with the spurious cue switched on or off by ``cue`` unless it is None. IDRiD
+    and JAFFE: the explicit root, else ``<data_root>/idrid`` or ``<data_root>/jaffe`` when that folder
+    exists, else a layout sample (:mod:`attnlib.data.layout_samples`, with a CSV row without an image,
+    an image without a row, an unrated and a badly named TIFF) in a temporary folder removed by
+    :meth:`StructuredSources.cleanup` or with the returned object.
+    """
+    idrid, jaffe = _real_root(idrid_root, data_root, "idrid"), _real_root(jaffe_root, data_root, "jaffe")
+    samples = None
+    if idrid is None or jaffe is None:
+        samples = tempfile.TemporaryDirectory(prefix="attnlib-layout-samples-")
+    tmp = Path(samples.name) if samples is not None else None
+    return StructuredSources(
+        structured=synthetic_structured(profile, **({} if cue is None else {"cue": cue})),
+        idrid=idrid or write_idrid_sample(tmp / "IDRiD", row_without_image=True, image_without_row=True),
+        jaffe=jaffe or write_jaffe_sample(tmp / "jaffe", unrated_image=True, badly_named_image=True),
+        idrid_is_sample=idrid is None,
+        jaffe_is_sample=jaffe is None,
+        samples=samples,
+    )
+
+
+def _real_root(explicit: str | Path | None, data_root: str | Path | None, name: str) -> Path | None:
+    """``explicit``, else ``<data_root>/<name>`` when that folder exists, else None."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    candidate = Path(data_root).expanduser() / name if data_root is not None else None
+    return candidate if candidate is not None and candidate.is_dir() else None
+
+
+# --- shared helpers for image grids ------------------------------------------------------------
+
+
+def _examples(labels: np.ndarray, n_classes: int, per_class: int, seed: int) -> list[list[int]]:
+    """Up to ``per_class`` random indices of each class (in index order), one list per class."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(n_classes):
+        members = np.flatnonzero(labels == c)
+        picks.append(sorted(rng.choice(members, min(per_class, len(members)), replace=False).tolist()))
+    return picks
+
+
+def _hwc(img: np.ndarray) -> np.ndarray:
+    """C x H x W in [0, 1] as what ``imshow`` takes: H x W (one channel) or H x W x 3."""
+    return img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def _show(ax: Axes, img: np.ndarray, title: str | None = None) -> None:
+    """A C x H x W image in [0, 1] with pixel edges on integer coordinates, axes off."""
+    h, w = img.shape[-2:]
+    ax.imshow(_hwc(img), cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0), interpolation="nearest")
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+
+
+def _grid(
+    picks: list[list[int]],
+    row_names: Sequence[str],
+    draw: Callable[[Axes, int], None],
+    *,
+    title: str,
+    panel: float = 1.9,
+) -> Figure:
+    """One row per class (named on the left), one panel per picked index, drawn by ``draw(ax, i)``."""
+    rows = [(name, row) for name, row in zip(row_names, picks, strict=True) if row]
+    n_cols = max(len(row) for _, row in rows)
+    size = (max(panel * n_cols + 0.6, 6.0), panel * len(rows) + 0.6)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=size, squeeze=False)
+    for ax_row, (name, row) in zip(axes, rows, strict=True):
+        for ax in ax_row:
+            ax.set_axis_off()
+        for ax, i in zip(ax_row, row, strict=False):
+            draw(ax, i)
+        ax_row[0].text(-0.06, 0.5, name, transform=ax_row[0].transAxes, rotation=90, va="center", ha="right",
+                       fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _box(ax: Axes, box: tuple[int, int, int, int], colour: str) -> None:
+    """Outline a (row0, row1, col0, col1) end-exclusive box on pixel-edge coordinates."""
+    r0, r1, c0, c1 = box
+    ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor=colour, linewidth=1.2))
+
+
+# --- the synthetic structured set --------------------------------------------------------------
+
+
+def structured_samples(ds: StructuredDataset, per_class: int = 4, seed: int = 0) -> Figure:
+    """Random images per class, the relevant region outlined (green), with the cue on its box (orange)."""
+    picks = _examples(ds.labels, len(ds.label_names), per_class, seed)
+    cue = ds.config.cue
+
+    def draw(ax: Axes, i: int) -> None:
+        meta = ds.metadata.loc[i]
+        _show(ax, ds.image(i), f"{meta['id']} ({meta['split']})" + (f", cue {meta['cue']}" if cue else ""))
+        _box(ax, region_box(ds.config), "lime")
+        if cue:
+            _box(ax, cue_box(ds.config), "orange")
+
+    title = "synthetic structured set: green = relevant region" + (", orange = spurious cue" if cue else "")
+    return _grid(picks, ds.label_names, draw, title=title)
+
+
+def structured_layout(ds: StructuredDataset) -> Figure:
+    """The mean image with the region and cue boxes, and the stored region mask (``region_mask.png``)."""
+    mean = np.mean([ds.image(i) for i in range(len(ds))], axis=0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    _show(left, mean, "mean image: region (green), cue position (orange)")
+    _box(left, region_box(ds.config), "lime")
+    _box(left, cue_box(ds.config), "orange")
+    _show(right, ds.region_mask[None].astype(np.float32), "region_mask.png (the true relevant region)")
+    fig.tight_layout()
+    return fig
+
+
+# --- per-class mean images -----------------------------------------------------------------------
+
+
+def class_means(ds: Labelled) -> np.ndarray:
+    """Per-class mean of the items' ``img`` (K x C x H x W, in label order); NaN for a class without any."""
+    sums: np.ndarray | None = None
+    counts = np.zeros(len(ds.label_names))
+    for i in tqdm(range(len(ds)), desc="class means", leave=False):
+        item = ds[i]
+        img = np.asarray(item["img"], dtype=np.float64)
+        if sums is None:
+            sums = np.zeros((len(ds.label_names), *img.shape))
+        sums[item["lab"]] += img
+        counts[item["lab"]] += 1
+    if sums is None:
+        raise ValueError("no images to average")
+    with np.errstate(invalid="ignore"):
+        return sums / counts[:, None, None, None]
+
+
+def class_differences(means: np.ndarray) -> np.ndarray:
+    """Each class mean minus the mean of the class means, averaged over channels (K x H x W).
+
+    The mean of class means weighs classes equally, so an imbalanced set does not tilt the reference.
+    """
+    return np.nanmean(means - np.nanmean(means, axis=0, keepdims=True), axis=1)
+
+
+def difference_energy(differences: np.ndarray) -> np.ndarray:
+    """Root mean square over classes of :func:`class_differences` (H x W): where the class means differ."""
+    return np.sqrt(np.nanmean(differences**2, axis=0))
+
+
+def mean_difference_figure(
+    means: np.ndarray, label_names: Sequence[str], *, region: np.ndarray | None = None, title: str = ""
+) -> Figure:
+    """Class means over their differences from the mean of class means.
+
+    Top row: the class means and their mean. Bottom row: :func:`class_differences` (one symmetric
+    colour scale, red above, blue below) and :func:`difference_energy`, ``region`` outlined when given.
+    """
+    diffs = class_differences(means)
+    energy = difference_energy(diffs)
+    k = len(label_names)
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.9 * (k + 1) + 0.4, 4.7), squeeze=False)
+    for c, name in enumerate(label_names):
+        _show(axes[0, c], means[c], f"{name}: mean")
+    _show(axes[0, k], np.nanmean(means, axis=0), "mean of class means")
+    limit = float(np.nanmax(np.abs(diffs))) or 1.0
+    for c, name in enumerate(label_names):
+        axes[1, c].imshow(diffs[c], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        axes[1, c].set_title(f"{name} - mean", fontsize=8)
+        axes[1, c].set_axis_off()
+    axes[1, k].imshow(energy, cmap="magma", interpolation="nearest")
+    axes[1, k].set_title("difference energy", fontsize=8)
+    axes[1, k].set_axis_off()
+    if region is not None:
+        for ax in axes[1]:
+            ax.contour(region, levels=[0.5], colors="lime", linewidths=0.8)
+    fig.suptitle(f"{title} (differences within ±{limit:.3f})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- IDRiD Disease Grading ---------------------------------------------------------------------
+
+
+def idrid_split_counts(root: str | Path) -> pd.DataFrame:
+    """Per official split: grading-CSV rows, images, rows without an image, images without a row, kept."""
+    rows = {}
+    for split in SPLITS:
+        ds = IDRiD(root, split, cache=None)
+        rows[split] = {
+            "csv_rows": len(ds) + ds.n_rows_without_image,
+            "images": len(ds) + ds.n_images_without_row,
+            "csv_rows_without_image": ds.n_rows_without_image,
+            "images_without_row": ds.n_images_without_row,
+            "kept": len(ds),
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = "split"
+    return table
+
+
+def idrid_balance(root: str | Path) -> pd.DataFrame:
+    """Kept images per task and class (rows ``(task, class)``) and official split (columns), with totals.
+
+    The classes are the grades read from both CSVs (retinopathy ``DR*``, macular-edema risk ``ME*``).
+    """
+    parts = []
+    for task in TASK_COLUMNS:
+        counts = pd.DataFrame({split: IDRiD(root, split, task, cache=None).class_counts for split in SPLITS})
+        counts["total"] = counts.sum(axis=1)
+        parts.append(counts.set_axis(pd.MultiIndex.from_product([[task], counts.index]), axis=0))
+    table = pd.concat(parts)
+    table.index.names, table.columns.name = ["task", "class"], "split"
+    return table
+
+
+def idrid_samples(ds: IDRiD, per_class: int = 3, seed: int = 0, width: int = 428) -> Figure:
+    """Random photographs per class, uncropped and ``width`` px wide, with the paper's crop lines.
+
+    The shaded sides outside the red lines are what the crop drops; titles give both grades.
+    """
+    picks = _examples(ds.labels, len(ds.label_names), per_class, seed)
+
+    def draw(ax: Axes, i: int) -> None:
+        meta = ds.metadata.loc[i]
+        with Image.open(meta["path"]) as im:
+            full_w, full_h = im.size
+        size = (max(1, round(full_h * width / full_w)), width)
+        img = read_fundus(meta["path"], crop=False, size=size)
+        _show(ax, img, f"{meta['id']}: DR{meta['retinopathy']} ME{meta['macular_edema']}")
+        x0, x1 = crop_bounds(width)
+        for lo, hi, x in ((0, x0, x0), (x1, width, x1)):
+            ax.axvspan(lo, hi, color="black", alpha=0.45, lw=0)
+            ax.axvline(x, color="red", lw=1)
+
+    names = [f"{name} ({ds.split})" for name in ds.label_names]
+    title = "IDRiD as stored: the paper keeps the columns\nbetween the red lines (the shaded sides are cut)"
+    return _grid(picks, names, draw, title=title, panel=2.3)
+
+
+def laterality_check(root: str | Path) -> pd.DataFrame:
+    """Every image of both splits: the paper's right-eye list against the optic-disc check.
+
+    Columns ``split, id, paper_right, disc_x`` (0 = left edge, see ``attnlib.data.idrid.optic_disc_x``),
+    ``auto_right`` (disc in the right half) and ``agree``. Decodes every image at reduced scale.
+    """
+    rows = []
+    for split in SPLITS:
+        right = paper_right_eyes(split)
+        for image_id, path in tqdm(list_images(image_dir(root, split)).items(), desc=f"optic disc ({split})",
+                                   leave=False):
+            disc_x = optic_disc_x(path)
+            rows.append({"split": split, "id": image_id, "paper_right": image_id in right, "disc_x": disc_x,
+                         "auto_right": disc_x > 0.5})
+    table = pd.DataFrame(rows, columns=["split", "id", "paper_right", "disc_x", "auto_right"])
+    table["agree"] = table["paper_right"] == table["auto_right"]
+    return table
+
+
+def laterality_counts(laterality: pd.DataFrame) -> pd.DataFrame:
+    """Per split: images, right eyes by the paper's list, right eyes by the optic disc, disagreements."""
+    table = laterality.groupby("split", sort=False).agg(
+        images=("id", "size"),
+        paper_right=("paper_right", "sum"),
+        auto_right=("auto_right", "sum"),
+        disagreements=("agree", lambda agree: int((~agree).sum())),
+    )
+    return table.astype(int)
+
+
+def _flip_picks(part: pd.DataFrame, n: int) -> list[str]:
+    """Disagreements first, then paper right and left eyes in turn; at most ``n`` ids."""
+    agree = part[part["agree"]]
+    disagree = part.loc[~part["agree"], "id"].tolist()
+    right = agree.loc[agree["paper_right"], "id"].tolist()
+    left = agree.loc[~agree["paper_right"], "id"].tolist()
+    return [*disagree, *(i for i in chain.from_iterable(zip_longest(right, left)) if i is not None)][:n]
+
+
+def flip_figure(ds: IDRiD, laterality: pd.DataFrame, n: int = 4) -> Figure:
+    """Up to ``n`` images of ``ds``'s split, disagreements first, before and after each right-eye rule.
+
+    Per row: the image as stored (cropped and resized, the detected optic disc dotted), then after the
+    flip of the paper's list and after the flip of the optic-disc check. ``laterality`` is
+    :func:`laterality_check`'s table; ``ds`` gives the preprocessing (its ``flip`` is set per column).
+    """
+    index = {image_id: i for i, image_id in enumerate(ds.metadata["id"])}
+    part = laterality[(laterality["split"] == ds.split) & laterality["id"].isin(index)]
+    ids = _flip_picks(part, n)
+    part = part.set_index("id")
+    fig, axes = plt.subplots(len(ids), 3, figsize=(7.2, 2.5 * len(ids) + 0.4), squeeze=False)
+    views = {mode: ds.with_settings(flip=mode) for mode in ("none", "paper", "auto")}
+    x0, x1 = (x / ORIGINAL_WIDTH for x in crop_bounds(ORIGINAL_WIDTH)) if ds.settings.crop else (0.0, 1.0)
+    for row, image_id in zip(axes, ids, strict=True):
+        i, check = index[image_id], part.loc[image_id]
+        stored = views["none"].image(i)
+        _show(row[0], stored, f"{image_id} as stored")
+        row[0].axvline((check["disc_x"] - x0) / (x1 - x0) * stored.shape[-1], color="yellow", ls=":", lw=1.2)
+        for ax, mode, source in ((row[1], "paper", "paper list"), (row[2], "auto", "optic disc")):
+            _show(ax, views[mode].image(i), f"{source}: {'flipped' if views[mode].flips(i) else 'kept'}")
+        if not check["agree"]:
+            row[0].set_title(f"{image_id} as stored - DISAGREE", fontsize=8, color="red")
+    fig.suptitle(f"IDRiD {ds.split}: right eyes are mirrored to put every disc on the left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- JAFFE ---------------------------------------------------------------------------------------
+
+
+def jaffe_ratings(ds: JAFFE) -> pd.DataFrame:
+    """The ratings table with the label, one row per kept image (index ``id``).
+
+    Columns: subject, posed expression, the six mean ratings, ``label`` (the emotion with the largest
+    mean rating), ``top_rating``, ``margin`` over the runner-up, and ``pose_agrees`` (the label is the
+    posed emotion; NA for neutral poses).
+    """
+    meta = ds.metadata.set_index("id")
+    ratings = meta[list(RATING_COLUMNS)].to_numpy()
+    ordered = np.sort(ratings, axis=1)
+    table = meta[["subject", "pose", *RATING_COLUMNS]].copy()
+    table["label"] = [ds.label_names[k] for k in ds.labels]
+    table["top_rating"] = ordered[:, -1]
+    table["margin"] = ordered[:, -1] - ordered[:, -2]
+    posed = meta["pose"].map(POSE_EMOTION)
+    table["pose_agrees"] = (posed == table["label"]).astype("boolean").mask(posed.isna())
+    return table
+
+
+def jaffe_balance(ds: JAFFE) -> pd.DataFrame:
+    """Kept images per label (rows, every emotion) and posed expression (columns), with totals."""
+    table = pd.crosstab(
+        pd.Categorical.from_codes(ds.labels, ds.label_names), ds.metadata["pose"].to_numpy(),
+        margins=True, margins_name="total", dropna=False,
+    )
+    table.index.name, table.columns.name = "label", "pose"
+    return table
+
+
+def jaffe_file_counts(ds: JAFFE) -> pd.Series:
+    """What the loader found in ``ds.root``: how many files it kept, skipped and ignored.
+
+    TIFFs named ``<SUBJ>.<POSE><n>.<idx>.tiff``, those skipped for lack of a ratings row, TIFFs named
+    otherwise (ignored), images kept, and ratings rows without an image.
+    """
+    images, unmatched = scan_images(ds.root)
+    ratings = read_ratings(ds.readme)
+    return pd.Series({
+        "tiffs_named_per_pattern": len(images),
+        "skipped_without_ratings": int((~images["key"].isin(ratings["PIC"])).sum()),
+        "ignored_named_otherwise": len(unmatched),
+        "kept": len(ds),
+        "ratings_rows_without_image": int((~ratings["PIC"].isin(images["key"])).sum()),
+    }, name="files")
+
+
+def jaffe_samples(ds: JAFFE, per_class: int = 4, seed: int = 0) -> Figure:
+    """Random images per label with their file name, posed expression and top mean rating."""
+    picks = _examples(ds.labels, len(ds.label_names), per_class, seed)
+
+    def draw(ax: Axes, i: int) -> None:
+        meta = ds.metadata.loc[i]
+        top = RATING_COLUMNS[int(ds.labels[i])]
+        _show(ax, ds.image(i)[None], f"{meta['id']}\npose {meta['pose']}, {top} {meta[top]:.2f}")
+
+    return _grid(picks, ds.label_names, draw, title="JAFFE: rows = label (largest mean rating)")

@@ -1,14 +1,37 @@
-"""Exploration summaries: class balance, dwell per organ, cue association."""
+"""Exploration summaries: class balance, dwell per organ, cue association; structured-image summaries."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import IDS
 
+from attnlib import explore
 from attnlib.data.defaults import synthetic_egd_cxr
 from attnlib.data.egd_cxr import EGDCXR, EGDCXRPaths
+from attnlib.data.idrid import (
+    IDRiD,
+    IDRiDSettings,
+    crop_bounds,
+    image_dir,
+    list_images,
+    read_fundus,
+    verify_idrid,
+)
+from attnlib.data.jaffe import JAFFE, LABEL_NAMES, RATING_COLUMNS, verify_jaffe
+from attnlib.data.layout_samples import write_idrid_sample, write_jaffe_sample
+from attnlib.data.synthetic_structured import (
+    StructuredConfig,
+    StructuredDataset,
+    generate_structured,
+    map_region_auc,
+    region_box,
+)
 from attnlib.explore import class_balance, cue_association, gaze_statistics, read_truth
 
 
@@ -50,3 +73,171 @@ def test_synthetic_position_cue_is_strong_in_train_and_absent_in_test(tmp_path):
     med = gaze.groupby("class")["dwell_share/mediastinum"].mean()
     assert med["cardiomegaly"] > med["normal"] > med["pneumonia"]
 
+
+
+# --- structured images: the synthetic set, IDRiD and JAFFE layout samples --------------------------
+
+
+@pytest.fixture(scope="module")
+def structured_pair(tmp_path_factory):
+    """The same synthetic structured set with and without evidence (identical outside the region)."""
+    base = tmp_path_factory.mktemp("structured")
+    config = StructuredConfig(n_images=150, size=32, region_size=8)
+    with_evidence = generate_structured(base / "evidence", config, progress=False)
+    flat = dataclasses.replace(config, evidence_strength=0.0)
+    without = generate_structured(base / "none", flat, progress=False)
+    return StructuredDataset(with_evidence, "train"), StructuredDataset(without, "train")
+
+
+@pytest.fixture
+def idrid_root(tmp_path):
+    return write_idrid_sample(tmp_path / "IDRiD", row_without_image=True, image_without_row=True)
+
+
+@pytest.fixture
+def jaffe_ds(tmp_path):
+    root = write_jaffe_sample(tmp_path / "jaffe", unrated_image=True, badly_named_image=True)
+    return JAFFE(root, cache=None)
+
+
+def _panel(ax) -> np.ndarray:
+    return np.asarray(ax.images[0].get_array())
+
+
+def test_layout_samples_are_clean_unless_defects_are_asked_for(tmp_path):
+    root = write_idrid_sample(tmp_path / "IDRiD")
+    assert "IDRiD_008" not in list_images(image_dir(root, "train"))
+    assert [p.message for p in verify_idrid(root, deep=True)] == [
+        "6 images, the release has 413", "3 images, the release has 103"]
+    jaffe = write_jaffe_sample(tmp_path / "jaffe")
+    assert [p.message for p in verify_jaffe(jaffe, deep=True)] == ["12 images, the release has 213"]
+    assert read_fundus(image_dir(root, "test") / "IDRiD_003.jpg").shape == (3, 224, 224)
+
+
+def test_structured_sources_fall_back_to_labelled_layout_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLIB_HOME", str(tmp_path / "home"))
+    sources = explore.structured_sources("smoke", cue=True)
+    assert sources.idrid_is_sample and sources.jaffe_is_sample
+    assert "NOT REAL DATA" in sources.notice("idrid") and "NOT REAL DATA" in sources.notice("jaffe")
+    assert StructuredDataset(sources.structured).config.cue
+    assert explore.idrid_split_counts(sources.idrid).loc["train", "images_without_row"] == 1
+    samples = Path(sources.samples.name)
+    real = tmp_path / "real"
+    write_jaffe_sample(real / "jaffe")
+    again = explore.structured_sources("smoke", data_root=real, idrid_root=sources.idrid)
+    assert (again.idrid, again.jaffe) == (sources.idrid, real / "jaffe") and again.samples is None
+    assert again.notice("jaffe") == f"JAFFE: real data from {real / 'jaffe'}"
+    sources.cleanup()
+    assert not samples.exists()
+
+
+def test_structured_balance_samples_and_layout(structured_pair):
+    ds, _ = structured_pair
+    table = explore.class_balance(ds)
+    assert table.loc["total", "total"] == len(ds)
+    expected = ds.metadata.groupby("label").size().tolist()
+    assert table.loc[ds.label_names, "train"].tolist() == expected
+    fig = explore.structured_samples(ds, per_class=2, seed=1)
+    r0, r1, c0, c1 = region_box(ds.config)
+    first = fig.axes[0]
+    i = int(ds.metadata.index[ds.metadata["id"] == first.get_title().split()[0]][0])
+    np.testing.assert_array_equal(_panel(first), ds.image(i)[0])
+    (box,) = first.patches  # no cue: only the region
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (c0, r0, c1 - c0, r1 - r0)
+    layout = explore.structured_layout(ds)
+    np.testing.assert_array_equal(_panel(layout.axes[1]), ds.region_mask.astype(np.float32))
+    plt.close("all")
+
+
+def test_class_means_and_differences_show_the_evidence_region(structured_pair):
+    ds, flat = structured_pair
+    means = explore.class_means(ds)
+    by_hand = np.mean([ds.image(i) for i in np.flatnonzero(ds.labels == 1)], axis=0)
+    np.testing.assert_allclose(means[1], by_hand, atol=1e-6)
+    diffs = explore.class_differences(means)
+    np.testing.assert_allclose(diffs.sum(axis=0), 0.0, atol=1e-9)
+    energy = explore.difference_energy(diffs)
+    flat_energy = explore.difference_energy(explore.class_differences(explore.class_means(flat)))
+    mask = ds.region_mask
+    # the two sets differ only inside the region
+    np.testing.assert_allclose(energy[~mask], flat_energy[~mask], atol=1e-6)
+    assert energy[mask].mean() > 1.5 * flat_energy[mask].mean()
+    assert map_region_auc(energy, mask) > 0.8 and map_region_auc(flat_energy, mask) < 0.75
+    fig = explore.mean_difference_figure(means, ds.label_names, region=mask)
+    k = len(ds.label_names)
+    np.testing.assert_allclose(_panel(fig.axes[k + 1 + 2]), diffs[2])
+    np.testing.assert_allclose(_panel(fig.axes[2 * k + 1]), energy)
+    plt.close("all")
+
+
+def test_structured_cue_association(tmp_path):
+    config = StructuredConfig(n_images=60, size=32, region_size=8, cue=True, cue_correlation_train=1.0)
+    ds = StructuredDataset(generate_structured(tmp_path / "cue", config, progress=False))
+    result = explore.cue_association(ds.metadata, "cue")
+    assert result.loc["train", "cramers_v"] == pytest.approx(1.0)
+    assert result.loc["test", "cramers_v"] < 1.0
+
+
+def test_idrid_counts_and_balance_from_the_csvs(idrid_root):
+    counts = explore.idrid_split_counts(idrid_root)
+    assert counts.loc["train"].to_dict() == {"csv_rows": 7, "images": 7, "csv_rows_without_image": 1,
+                                             "images_without_row": 1, "kept": 6}
+    assert counts.loc["test", "kept"] == 3
+    balance = explore.idrid_balance(idrid_root)
+    for task in ("retinopathy", "macular_edema"):
+        for split in ("train", "test"):
+            loader = IDRiD(idrid_root, split, task, cache=None).class_counts
+            assert balance.loc[task, split].to_dict() == loader
+    assert balance.loc["retinopathy", "total"].tolist() == [2, 2, 2, 2, 1]  # DR0-DR4 read from the data
+    assert balance.loc["macular_edema"].index.tolist() == ["ME0", "ME1", "ME2"]
+
+
+def test_idrid_samples_draw_the_crop_lines(idrid_root):
+    ds = IDRiD(idrid_root, cache=None)
+    fig = explore.idrid_samples(ds, per_class=1, width=214)
+    ax = fig.axes[0]
+    x0, x1 = crop_bounds(214)
+    assert sorted(line.get_xdata()[0] for line in ax.lines) == [x0, x1]
+    uncropped = read_fundus(ds.metadata.at[0, "path"], crop=False, size=(142, 214))
+    np.testing.assert_array_equal(_panel(ax), uncropped.transpose(1, 2, 0))
+    plt.close("all")
+
+
+def test_laterality_check_and_flip_figure(idrid_root):
+    table = explore.laterality_check(idrid_root)
+    assert table.loc[~table["agree"], ["split", "id"]].values.tolist() == [["train", "IDRiD_004"]]
+    counts = explore.laterality_counts(table)
+    assert counts.loc["train"].to_dict() == {"images": 7, "paper_right": 1, "auto_right": 2,
+                                             "disagreements": 1}
+    ds = IDRiD(idrid_root, settings=IDRiDSettings(standardize=False), cache=None)
+    fig = explore.flip_figure(ds, table, n=3)
+    # IDRiD_004 first: the paper keeps it, the optic-disc check flips it
+    stored, paper, auto = (_panel(ax) for ax in fig.axes[:3])
+    assert "DISAGREE" in fig.axes[0].get_title()
+    np.testing.assert_array_equal(paper, stored)
+    np.testing.assert_array_equal(auto, stored[:, ::-1])
+    stored, paper, auto = (_panel(ax) for ax in fig.axes[3:6])  # IDRiD_001: a right eye both ways
+    np.testing.assert_array_equal(paper, stored[:, ::-1])
+    np.testing.assert_array_equal(auto, paper)
+    assert [ax.get_title().split()[0] for ax in fig.axes[::3]] == ["IDRiD_004", "IDRiD_001", "IDRiD_002"]
+    plt.close("all")
+
+
+def test_jaffe_ratings_balance_and_files(jaffe_ds):
+    ratings = explore.jaffe_ratings(jaffe_ds)
+    argmax = ratings[list(RATING_COLUMNS)].to_numpy().argmax(axis=1)
+    assert ratings["label"].tolist() == [LABEL_NAMES[k] for k in argmax]
+    assert ratings.at["NM.SU2.99", "label"] == "surprise" and ratings.at["NM.SU2.99", "margin"] == 0.0
+    assert ratings.at["KA.AN1.39", "margin"] == pytest.approx(4.20 - 3.10)
+    assert pd.isna(ratings.at["NA.NE1.202", "pose_agrees"]) and ratings.at["KA.AN1.39", "pose_agrees"]
+    balance = explore.jaffe_balance(jaffe_ds)
+    assert balance["total"].drop("total").tolist() == np.bincount(jaffe_ds.labels, minlength=6).tolist()
+    assert balance.loc["happiness", "NE"] == 1 and balance.loc["total", "total"] == len(jaffe_ds) == 12
+    assert explore.jaffe_file_counts(jaffe_ds).to_dict() == {
+        "tiffs_named_per_pattern": 13, "skipped_without_ratings": 1, "ignored_named_otherwise": 1, "kept": 12,
+        "ratings_rows_without_image": 1}
+    fig = explore.jaffe_samples(jaffe_ds, per_class=1)
+    first = fig.axes[0]
+    i = jaffe_ds.metadata["id"].tolist().index(first.get_title().split()[0])
+    np.testing.assert_array_equal(_panel(first), jaffe_ds.image(i))
+    plt.close("all")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.idrid import (
@@ -24,47 +23,26 @@ from attnlib.data.idrid import (
     read_grading_csv,
     verify_idrid,
 )
+from attnlib.data.layout_samples import (
+    IDRID_DISC,
+    IDRID_ROWS,
+    IDRID_SIZE,
+    write_grading_csv,
+    write_idrid_sample,
+)
 
-W, H = 428, 284
+W, H = IDRID_SIZE
 # id -> optic-disc side; IDRiD_004 is a right eye by its disc but not in the paper's list (index 3)
-TRAIN_DISC = {"IDRiD_001": "right", "IDRiD_002": "left", "IDRiD_003": "left", "IDRiD_004": "right",
-              "IDRiD_005": "left", "IDRiD_006": "left", "IDRiD_008": "left"}
+TRAIN_DISC = IDRID_DISC["train"]
 # CSV rows (id, retinopathy, edema); IDRiD_007 has no image, IDRiD_008's image has no row
-TRAIN_ROWS = [("IDRiD_001", 0, 0), ("IDRiD_002", 1, 1), ("IDRiD_003", 2, 2), ("IDRiD_004", 3, 0),
-              ("IDRiD_005", 4, 1), ("IDRiD_006", 2, 2), ("IDRiD_007", 0, 1)]
-TEST_DISC = {"IDRiD_001": "left", "IDRiD_002": "right"}
-TEST_ROWS = [("IDRiD_001", 1, 0), ("IDRiD_002", 0, 0), ("IDRiD_003", 3, 2)]  # IDRiD_003.jpg is corrupt
-
-
-def _fundus(side: str) -> Image.Image:
-    im = Image.new("RGB", (W, H), (0, 0, 0))
-    draw = ImageDraw.Draw(im)
-    draw.ellipse((40, 0, W - 40, H), fill=(150, 60, 30))
-    draw.line((60, 40, 360, 250), fill=(90, 20, 10), width=4)  # a vessel, so no image is mirror-symmetric
-    cx = 330 if side == "right" else 100
-    draw.ellipse((cx - 22, 120, cx + 22, 164), fill=(250, 230, 180))
-    return im
-
-
-def _write_csv(path: Path, rows: list[tuple[str, int, int]]) -> None:
-    lines = ["Image name,Retinopathy grade ,Risk of macular edema  ,"]
-    lines += [f"{i},{dr},{me}," for i, dr, me in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n,,,\n", encoding="utf-8-sig")
+TRAIN_ROWS = IDRID_ROWS["train"]
+TEST_ROWS = IDRID_ROWS["test"]  # IDRiD_003.jpg is corrupt
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "IDRiD"
-    for split, discs in (("train", TRAIN_DISC), ("test", TEST_DISC)):
-        folder = image_dir(root / "B. Disease Grading", split)
-        folder.mkdir(parents=True)
-        for image_id, side in discs.items():
-            _fundus(side).save(folder / f"{image_id}.jpg", quality=95)
-    (image_dir(root / "B. Disease Grading", "test") / "IDRiD_003.jpg").write_bytes(b"\xff\xd8not a jpeg")
-    _write_csv(label_file(root / "B. Disease Grading", "train"), TRAIN_ROWS)
-    _write_csv(label_file(root / "B. Disease Grading", "test"), TEST_ROWS)
-    return root
+    return write_idrid_sample(tmp_path / "IDRiD", corrupt_image=True, row_without_image=True,
+                              image_without_row=True)
 
 
 def _plain(root: Path, **changes) -> IDRiD:
@@ -156,7 +134,7 @@ def test_cache_hit_and_settings_in_key(root, tmp_path):
 
 
 def test_verify_idrid_lists_every_problem(root):
-    _write_csv(label_file(root, "test"), [*TEST_ROWS[:2], ("IDRiD_003", 5, 3)])
+    write_grading_csv(label_file(root, "test"), [*TEST_ROWS[:2], ("IDRiD_003", 5, 3)])
     problems = verify_idrid(root, deep=True)
     corrupt = [p for p in problems if p.path.name == "IDRiD_003.jpg"]
     assert len(corrupt) == 1 and corrupt[0].severity == "error"

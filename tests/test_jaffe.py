@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.jaffe import (
@@ -24,101 +23,30 @@ from attnlib.data.jaffe import (
     read_ratings,
     verify_jaffe,
 )
+from attnlib.data.layout_samples import (
+    JAFFE_BADLY_NAMED,
+    JAFFE_CORRUPT,
+    JAFFE_IMAGES,
+    JAFFE_RATINGS,
+    JAFFE_README,
+    JAFFE_UNRATED,
+    jaffe_readme_text,
+    write_jaffe_sample,
+)
 from attnlib.data.manifest import load_manifest
 
-# key -> (HAP, SAD, SUR, ANG, DIS, FEA) of the first table
-FIRST = {
-    "KA-AN1": (1.50, 1.80, 1.60, 4.20, 3.10, 2.00),
-    "KA-HA1": (4.80, 1.20, 2.30, 1.10, 1.20, 1.30),
-    "KL-SA1": (1.40, 4.10, 1.50, 2.20, 2.60, 2.50),
-    "KM-SU1": (2.10, 1.30, 4.60, 1.20, 1.40, 2.90),
-    "KR-DI1": (1.30, 2.40, 1.50, 3.20, 3.90, 2.70),
-    "MK-FE1": (1.20, 2.80, 3.10, 1.80, 2.90, 3.60),
-    "NA-NE1": (2.87, 2.52, 2.10, 1.97, 1.97, 2.06),
-    "NM-SU2": (1.90, 2.20, 3.40, 1.70, 3.40, 2.10),  # SUR and DIS tie: SUR comes first
-    "TM-AN2": (1.60, 2.10, 1.40, 3.80, 3.50, 1.90),
-    "UY-SA1": (1.70, 3.70, 1.60, 2.30, 2.40, 3.10),
-    "YM-FE1": (1.10, 2.00, 2.80, 1.50, 3.20, 3.30),
-    "KA-SA2": (1.30, 3.90, 1.20, 1.90, 2.20, 2.40),
-    "YM-HA3": (4.10, 1.10, 2.00, 1.00, 1.10, 1.20),  # rated, no image
-}
-# The "Fear Excluded" table: every label here differs from the first table's.
-SECOND = {
-    "KA-AN1": (4.5, 1.0, 1.0, 1.0, 1.0),
-    "YM-FE1": (1.0, 1.0, 1.0, 1.0, 4.9),
-    "KM-SU1": (1.0, 4.4, 1.0, 1.0, 1.0),
-}
-# file name -> label (index into LABEL_NAMES); 8-bit images for even positions, 16-bit for odd
-IMAGES = {
-    "KA.AN1.39.tiff": 3,
-    "KA.HA1.29.tiff": 0,
-    "KL.SA1.41.tiff": 1,
-    "KM.SU1.16.tiff": 2,
-    "KR.DI1.27.tiff": 4,
-    "MK.FE1.131.tiff": 5,
-    "NA.NE1.202.tiff": 0,
-    "NM.SU2.99.tiff": 2,
-    "TM.AN2.191.tiff": 3,
-    "UY.SA1.140.tiff": 1,
-    "YM.FE1.66.tiff": 5,
-}
-CORRUPT = "KA.SA2.34.tiff"  # rated (sadness), not a TIFF inside
-UNRATED = "YM.DI3.60.tiff"
-BADLY_NAMED = "KA_AN3_40.tiff"
-README = "README_FIRST.txt"
-
-
-def _table(table: dict[str, tuple[float, ...]]) -> list[str]:
-    lines = enumerate(table.items(), 1)
-    return [f"{i} {' '.join(f'{v:.2f}' for v in vals)} {key}" for i, (key, vals) in lines]
-
-
-def _readme_text(first_rows: list[str] | None = None) -> str:
-    rows = first_rows or _table(FIRST)
-    return "\n".join(
-        [
-            "The Japanese Female Facial Expression (JAFFE) Database",
-            "",
-            "3 notes: 60 Japanese raters scored each image on a 5-level scale.",
-            "Semantic ratings (averages):",
-            "",
-            "#  HAP  SAD  SUR  ANG  DIS  FEA  PIC   ",
-            "",
-            *rows[:5],
-            "",
-            *rows[5:],
-            "",
-            "Fear Excluded",
-            "",
-            "# HAP SAD SUR ANG DIS PIC",
-            *_table(SECOND),
-            "",
-            "End of file.",
-        ]
-    )
-
-
-def _write_image(path, pixels: np.ndarray) -> None:
-    Image.fromarray(pixels).save(path, format="TIFF")
+FIRST = JAFFE_RATINGS  # key -> (HAP, SAD, SUR, ANG, DIS, FEA) of the first table; NM-SU2 ties SUR and DIS
+IMAGES = JAFFE_IMAGES  # file name -> label; 8-bit images for even positions, 16-bit for odd
+CORRUPT = JAFFE_CORRUPT  # rated (sadness), not a TIFF inside
+UNRATED = JAFFE_UNRATED
+BADLY_NAMED = JAFFE_BADLY_NAMED
+README = JAFFE_README
 
 
 @pytest.fixture
 def jaffe_root(tmp_path):
-    root = tmp_path / "jaffe"
-    root.mkdir()
-    (root / README).write_text(_readme_text(), encoding="utf-8")
-    (root / "README.md").write_text("# JAFFE mirror\nNo ratings here.\n", encoding="utf-8")
-    for k, name in enumerate([*IMAGES, UNRATED, BADLY_NAMED]):
-        if k % 2 == 0:
-            pixels = np.full((256, 256), 128, dtype=np.uint8)
-            pixels[0, 0] = 255
-        else:
-            pixels = np.full((256, 256), 32768, dtype=np.uint16)
-            pixels[0, 0] = 65535
-        pixels[0, 1] = 0
-        _write_image(root / name, pixels)
-    (root / CORRUPT).write_bytes(b"II*\x00" + b"\x13\x37" * 50)
-    return root
+    return write_jaffe_sample(tmp_path / "jaffe", corrupt_image=True, unrated_image=True,
+                              badly_named_image=True)
 
 
 def test_readme_search_skips_files_without_the_header(jaffe_root):
@@ -152,9 +80,9 @@ def test_ratings_first_table_only_exact_values(jaffe_root):
     ],
 )
 def test_malformed_row_names_file_and_line(tmp_path, bad_row, message):
-    rows = _readme_text().splitlines()[7:12] + [bad_row]
+    rows = jaffe_readme_text().splitlines()[7:12] + [bad_row]
     path = tmp_path / README
-    path.write_text(_readme_text(rows), encoding="utf-8")
+    path.write_text(jaffe_readme_text(rows), encoding="utf-8")
     # header on line 6, blank line 7, rows on lines 8-12, a blank line, the bad row on line 14
     with pytest.raises(JAFFEFormatError, match=rf"{README}: line 14: .*{message}"):
         read_ratings(path)
