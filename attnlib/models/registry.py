@@ -20,6 +20,8 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from attnlib.models import local_attention
+
 log = logging.getLogger(__name__)
 
 Pretrained = Literal["auto"] | bool
@@ -223,3 +225,33 @@ def _googlenet(*, weights: WeightsEnum | None) -> nn.Module:
     if weights is None:
         return tvm.googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=True)
     return tvm.googlenet(weights=weights, transform_input=False)
+
+
+@register_backbone("vgg_att3", weights=None, stem="block1.0.0", head="classifier", feature_layer="block6")
+def _vgg_att3(*, weights: WeightsEnum | None) -> nn.Module:
+    """VGG-att3 ("Learn to Pay Attention"), no pretrained weights; see ``local_attention.VGGAtt3``.
+
+    ``feature_layer`` is block6, whose pooled output gives the global feature g.
+    """
+    return local_attention.VGGAtt3(num_classes=1000)
+
+
+#: pytorchcv's ResAttNet (no pretrained weights); ``features.post_activ`` (BN + ReLU) is what gets pooled.
+_RESATTNET_PARTS = {
+    "weights": None,
+    "stem": "features.init_block.conv.conv",
+    "head": "output",
+    "feature_layer": "features.post_activ",
+}
+
+
+@register_backbone("resattnet56", **_RESATTNET_PARTS)
+def _resattnet56(*, weights: WeightsEnum | None) -> nn.Module:
+    """ResAttNet-56 (a smaller CPU substitute for -92); see ``local_attention.resattnet``."""
+    return local_attention.resattnet(56)
+
+
+@register_backbone("resattnet92", **_RESATTNET_PARTS)
+def _resattnet92(*, weights: WeightsEnum | None) -> nn.Module:
+    """ResAttNet-92, the paper's baseline; see ``local_attention.resattnet``."""
+    return local_attention.resattnet(92)
