@@ -13,9 +13,10 @@ Layout (fixed in every image): a dark background, a bright fundus-like disc cent
 (radius 0.42 * size), a brighter optic-disc spot left of the centre, and the square relevant region
 (side ``region_size``) right of the centre, where the macula sits in a fundus.
 
-Evidence: inside the region only, a faint zero-mean grating with a fixed phase whose orientation
-encodes the class (class k at k * 180 / n_classes degrees; wavelength region_size / 2), with
-per-image amplitude (0.6-1.4 x) and phase (+-0.4 rad) jitter; its amplitude (0.02 at strength 1,
+Evidence: inside the region only, a faint zero-mean grating whose orientation encodes the class (class k at k * 180 / n_classes degrees; wavelength region_size / 2), with
+per-image amplitude (0.6-1.4 x) and phase (uniform in +-``phase_jitter`` rad; the default, pi, makes
+the phase random, so no fixed pixel template separates the classes: a model has to detect the
+orientation, as a CNN's filters can, which pixel-wise linear models cannot); its amplitude (0.02 at strength 1,
 about 5 grey levels) is well below the per-pixel variation, and the region's mean does not depend on
 the class, so it has to be learned, not thresholded. Irrelevant variation everywhere: brightness,
 a linear illumination gradient of random direction, smooth texture, optic-disc brightness and noise.
@@ -56,7 +57,7 @@ from attnlib.data.splits import balanced_split
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SPLITS = ("train", "test")
 LABEL_COLUMNS = ("id", "label", "split", "cue")
 #: Grating amplitude at ``evidence_strength`` 1 (image values in [0, 1]).
@@ -86,6 +87,7 @@ class StructuredConfig:
     n_classes: number of classes (grating orientations), 2 to 8.
     evidence_strength: scales the grating amplitude; 0 = no evidence in the pixels, 1 = faint but learnable.
     region_size: side of the square relevant region (px), 2 to size // 4.
+    phase_jitter: half-range (rad) of the grating's random phase; pi = any phase, 0 = a fixed template.
     cue: add the spurious corner mark (see the module docstring).
     cue_correlation_train: probability that the mark's level equals the label in the training split.
     split_fractions: (train, test) fractions of the label-balanced split, summing to 1.
@@ -99,6 +101,7 @@ class StructuredConfig:
     n_classes: int = 3
     evidence_strength: float = 1.0
     region_size: int = 12
+    phase_jitter: float = math.pi
     cue: bool = False
     cue_correlation_train: float = 0.9
     split_fractions: tuple[float, float] = (0.8, 0.2)
@@ -118,6 +121,8 @@ class StructuredConfig:
             problems.append(f"channels must be 1 or 3, got {self.channels}")
         if not 2 <= self.region_size <= self.size // 4:
             problems.append(f"region_size must lie in [2, size // 4], got {self.region_size}")
+        if not 0.0 <= self.phase_jitter <= math.pi:
+            problems.append(f"phase_jitter must lie in [0, pi], got {self.phase_jitter}")
         if self.evidence_strength < 0:
             problems.append(f"evidence_strength must be >= 0, got {self.evidence_strength}")
         if not isinstance(self.cue, bool):
@@ -203,7 +208,7 @@ def _render(index: int, label: int, cue_level: int, config: StructuredConfig) ->
 
     ev_rng = _rng(config.seed, "evidence", index)
     amplitude = EVIDENCE_AMPLITUDE * config.evidence_strength * ev_rng.uniform(0.6, 1.4)
-    phase = ev_rng.uniform(-0.4, 0.4)
+    phase = ev_rng.uniform(-config.phase_jitter, config.phase_jitter)
     if amplitude > 0:
         r0, r1, c0, c1 = region_box(config)
         theta = np.pi * label / config.n_classes
