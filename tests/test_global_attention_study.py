@@ -181,3 +181,26 @@ def test_tests_table_with_one_seed_gives_no_p_values():
     row = ga.tests_table(results).iloc[0]
     assert np.isnan(row["p (t-test, epochs)"]) and np.isnan(row["p (ANOVA, seeds)"])
     assert "too few values" in ga.verdict(ga.tests_table(results))
+
+
+def test_real_loaders_feed_the_study(tmp_path):
+    from attnlib.data.idrid import IDRiD, IDRiDSettings
+    from attnlib.data.jaffe import JAFFE
+    from attnlib.data.layout_samples import write_idrid_sample, write_jaffe_sample
+
+    idrid_root = write_idrid_sample(tmp_path / "idrid")
+    for name, task in (("idrid-dr", "retinopathy"), ("idrid-me", "macular_edema")):
+        data = ga.load_data(name, idrid_root, profile="smoke")
+        official = IDRiD(idrid_root, "train", task, IDRiDSettings(size=(32, 32)), cache=None)
+        assert data.image_shape == (3, 32, 32) and data.region_mask is None
+        assert data.train.ids == [str(i) for i in official.metadata["id"]]
+        assert data.train.labels.tolist() == official.labels.tolist()
+        assert data.train.label_names == official.label_names
+    jaffe_root = write_jaffe_sample(tmp_path / "jaffe")
+    data = ga.load_data("jaffe", jaffe_root, profile="smoke")
+    everything = JAFFE(jaffe_root, cache=None)
+    assert sorted(data.train.ids + data.test.ids) == sorted(everything.metadata["id"].astype(str))
+    assert data.image_shape == (1, 32, 32)
+    # the layout sample has one or two images per emotion: too few for the 2-fold CV, said clearly
+    with pytest.raises(ValueError, match="needs at least 2 items per class"):
+        ga.run_arm(RunStore(tmp_path / "store"), "resnet18", data, profile="smoke", seed=0)
