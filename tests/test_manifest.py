@@ -107,3 +107,14 @@ def test_cli_generate_is_deterministic_and_reused(tmp_path, capsys):
     assert main(args) == 0
     assert capsys.readouterr().out.split(" (")[0] == first.split(" (")[0]  # same folder, not regenerated
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_cli_generate_structured_with_and_without_cue(tmp_path, capsys):
+    import json
+
+    base = ["data", "generate", "structured", "--profile", "smoke", "--out", str(tmp_path), "--n-images", "12"]
+    assert main(base) == 0 and main([*base, "--cue", "corner"]) == 0
+    configs = sorted(json.loads((d / "synthetic_config.json").read_text())["config"]["cue"] for d in tmp_path.iterdir())
+    assert configs == [False, True]
+    with pytest.raises(SystemExit, match="does not apply to structured"):
+        main([*base, "--cue", "marker_position"])

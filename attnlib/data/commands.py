@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from attnlib.data.defaults import synthetic_egd_cxr
+from attnlib.data.defaults import synthetic_egd_cxr, synthetic_structured
 from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
 from attnlib.data.idrid import verify_idrid
 from attnlib.data.jaffe import verify_jaffe
@@ -15,6 +15,10 @@ from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
 from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
 
 DATASETS = ("egd-cxr",)
+#: Synthetic defaults: EGD-CXR (GG-CAM) and the structured-image set (global spatial attention).
+GENERATORS = ("egd-cxr", "structured")
+#: ``--cue`` values per generator.
+CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corner",)}
 #: Datasets with a manifest and a verifier (the synthetic generator and split file exist for EGD-CXR).
 VERIFIABLE = ("egd-cxr", "idrid", "jaffe")
 
@@ -25,14 +29,17 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     cmds = data.add_subparsers(dest="data_command", required=True)
 
     gen = cmds.add_parser("generate", help="write the synthetic default dataset in the real layout")
-    gen.add_argument("dataset", choices=DATASETS)
+    gen.add_argument("dataset", choices=GENERATORS)
     gen.add_argument(
         "--profile", default=None, help="smoke | quick | paper (default: $ATTNLIB_PROFILE or quick)"
     )
     gen.add_argument("--out", type=Path, default=None, help="parent folder (default: <home>/data/synthetic)")
     gen.add_argument("--n-images", type=int, default=None)
     gen.add_argument("--evidence-strength", type=float, default=None)
-    gen.add_argument("--cue", choices=("marker_presence", "marker_position"), default=None)
+    gen.add_argument(
+        "--cue", choices=sorted({c for cues in CUES.values() for c in cues}), default=None,
+        help="egd-cxr: marker_presence | marker_position; structured: corner",
+    )
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(handler=_generate)
 
@@ -60,19 +67,22 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    if args.cue is not None and args.cue not in CUES[args.dataset]:
+        raise SystemExit(f"--cue {args.cue} does not apply to {args.dataset}; choose from {CUES[args.dataset]}")
     knobs = {
         k: v
         for k, v in {
             "n_images": args.n_images,
             "evidence_strength": args.evidence_strength,
-            "cue": args.cue,
+            "cue": (args.cue is not None) if args.dataset == "structured" else args.cue,
             "seed": args.seed,
         }.items()
-        if v is not None
+        if v is not None and not (k == "cue" and v is False)
     }
     start = time.perf_counter()
-    out = synthetic_egd_cxr(args.profile, root=args.out, **knobs)
-    print(f"synthetic EGD-CXR ready at {out} ({time.perf_counter() - start:.1f} s)")
+    generate = synthetic_egd_cxr if args.dataset == "egd-cxr" else synthetic_structured
+    out = generate(args.profile, root=args.out, **knobs)
+    print(f"synthetic {args.dataset} ready at {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
