@@ -10,7 +10,7 @@ baseline with a free per-pixel weight W (init 1) and a mean-|W| penalty. The van
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from attnlib.models.pixel_attention import (
     PixelCNN,
     PixelWeight,
     apply_weight_map,
+    check_pixel_memory,
     pixel_representation,
 )
 from attnlib.training.methods import Method, StepOutput
@@ -93,6 +94,11 @@ class GlobalAttention(Method):
     a view). M is computed once per step; from epoch E + 1 on (``on_epoch_start``) the pixel CNN is
     frozen and M computed once and cached, so steps no longer run the pixel CNN. The cache is dropped on
     ``load_state_dict`` and recomputed from the loaded weights on first use.
+
+    Memory guard: at construction (before the pixel CNN is built) and before P moves to another device
+    or dtype (``.to``, ``.cuda``, ``.double``, ... all pass through ``_apply``), ``check_pixel_memory``
+    raises ``PixelMemoryError`` if the pixel CNN's estimated memory exceeds what the target device has
+    free; a refused move leaves the module as it was.
     """
 
     def __init__(
@@ -101,9 +107,12 @@ class GlobalAttention(Method):
         super().__init__()
         self.image_cnn = image_cnn
         self.config = config or GlobalAttentionConfig()
-        n, c, _, _ = train_images.shape
+        n, c, h, w = train_images.shape
+        pixels = pixel_representation(train_images.detach().float())
+        self._image_shape = (n, c, h, w)
+        self._check_pixel_memory(pixels.device, pixels.element_size(), resident_bytes=pixels.nbytes)
         self.pixel_cnn = PixelCNN(n, c, self.config.k, self.config.kernel_size, self.config.activation)
-        self.register_buffer("pixels", pixel_representation(train_images.detach().float()), persistent=False)
+        self.register_buffer("pixels", pixels, persistent=False)
         self.register_buffer("frozen_map", None, persistent=False)
         self.frozen = False
         self.register_load_state_dict_post_hook(_drop_frozen_map)
@@ -144,6 +153,24 @@ class GlobalAttention(Method):
     def scalars(self) -> dict[str, float]:
         m = self.weight_map()
         return {"map_mean": m.mean().item(), "map_min": m.min().item(), "map_max": m.max().item()}
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GlobalAttention:
+        """Check the memory before P goes to another device or dtype (``fn`` of an empty tensor tells)."""
+        target = fn(self.pixels.new_empty(0))
+        if (target.device, target.dtype) != (self.pixels.device, self.pixels.dtype):
+            self._check_pixel_memory(target.device, target.element_size())
+        return super()._apply(fn, recurse)
+
+    def _check_pixel_memory(self, device: torch.device, element_size: int, resident_bytes: int = 0) -> None:
+        """``check_pixel_memory`` for this method's P and pixel CNN; ``resident_bytes``: P already there."""
+        check_pixel_memory(
+            *self._image_shape,
+            self.config.k,
+            self.config.kernel_size,
+            device=device,
+            element_size=element_size,
+            resident_bytes=resident_bytes,
+        )
 
     def _weight_map(self) -> Tensor:
         """M from the pixel CNN; once frozen, the cached M (computed in float32 on first use)."""
