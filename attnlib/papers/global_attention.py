@@ -45,13 +45,12 @@ from attnlib.data.jaffe import JAFFE, JAFFESettings
 from attnlib.data.splits import balanced_split, stratified_folds
 from attnlib.data.synthetic_structured import StructuredDataset, map_region_auc
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
-from attnlib.metrics import classification_metrics
 from attnlib.models.pixel_attention import pixel_cnn_parameter_count
 from attnlib.models.registry import create_model, list_models
 from attnlib.profiles import load_profile, profile_name
 from attnlib.seeding import seed_everything
 from attnlib.stats import median_std, one_way_anova, t_test
-from attnlib.training.experiment import data_fingerprint, make_loaders
+from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.methods import Classifier, Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
@@ -142,7 +141,7 @@ def load_data(
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if synthetic and (dataset != "synthetic" or data_root is not None):
         raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
-    size = load_profile(profile)["global_attention"].get("image_size", 224)
+    size = study_settings(profile)["image_size"]
     if dataset == "synthetic":
         root = Path(data_root) if data_root is not None else synthetic_structured(profile, **synthetic)
         train = StructuredDataset(root, "train")
@@ -350,10 +349,8 @@ def _fit(
         fit = trainer.fit(method, loaders["train"], loaders.get("val"), workdir, seed, eval_loaders=evaluate)
         output: dict[str, Any] = {"history": fit.history, "metrics": {"last_epoch": fit.last_epoch}, "predictions": {}}
         if test:
-            frame = trainer.predict(method, loaders["test"])
-            probs = frame[[f"prob_{k}" for k in range(len(data.train.label_names))]].to_numpy()
+            frame, output["metrics"]["last"] = score(method, loaders["test"], trainer, data.train.label_names)
             output["predictions"] = {"last": frame}
-            output["metrics"]["last"] = classification_metrics(frame["label"].to_numpy(), probs, data.train.label_names)
         if fold is None or test:
             output["states"] = {"last": fit.last_state}
             final_map = weight_map(method)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -71,10 +72,7 @@ def train_and_evaluate(
     predictions, metrics = {}, {}
     for name, state in states.items():
         method.load_state_dict(state)
-        frame = trainer.predict(method, loaders["test"])
-        probs = frame[[f"prob_{k}" for k in range(len(label_names))]].to_numpy()
-        predictions[name] = frame
-        metrics[name] = classification_metrics(frame["label"].to_numpy(), probs, label_names)
+        predictions[name], metrics[name] = score(method, loaders["test"], trainer, label_names)
         for evaluator_name, evaluator in (evaluators or {}).items():
             values = evaluator(method, loaders["test"], trainer.device)
             clash = sorted(values.keys() & metrics[name].keys())
@@ -83,6 +81,15 @@ def train_and_evaluate(
             metrics[name].update({k: float(v) for k, v in values.items()})
     metrics.update(best_epoch=fit.best_epoch, last_epoch=fit.last_epoch, stopped_early=fit.stopped_early)
     return {"history": fit.history, "metrics": metrics, "predictions": predictions, "states": states}
+
+
+def score(
+    method: Method, loader: DataLoader, trainer: Trainer, label_names: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``Trainer.predict`` on ``loader`` and the ``classification_metrics`` of those predictions."""
+    frame = trainer.predict(method, loader)
+    probs = frame[[f"prob_{k}" for k in range(len(label_names))]].to_numpy()
+    return frame, classification_metrics(frame["label"].to_numpy(), probs, label_names)
 
 
 def data_fingerprint(datasets: Mapping[str, Dataset]) -> str:
