@@ -204,3 +204,14 @@ def test_real_loaders_feed_the_study(tmp_path):
     # the layout sample has one or two images per emotion: too few for the 2-fold CV, said clearly
     with pytest.raises(ValueError, match="needs at least 2 items per class"):
         ga.run_arm(RunStore(tmp_path / "store"), "resnet18", data, profile="smoke", seed=0)
+
+
+def test_local_attention_arms_train_as_classifiers(data, tmp_path):
+    from attnlib.training.methods import Classifier
+
+    for name in ga.LOCAL_ATTENTION:
+        method = ga.build_method(ga.Arm.parse(name), {"weight_decay": 0.0}, data.train, pretrained=False)
+        assert isinstance(method, Classifier) and method.model.attnlib_backbone == name
+    result = ga.run_arm(RunStore(tmp_path), "resattnet56", data, profile="smoke", seed=0, selection="holdout")
+    assert result.point == {"weight_decay": 1e-4} and len(result.selected_epochs) == 1
+    assert 0.0 <= result.accuracy <= 1.0 and "map_region_auc" not in result.final.metrics
