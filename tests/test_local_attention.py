@@ -167,3 +167,9 @@ def test_one_backward_reaches_every_parameter(name):
     if name == "vgg_att3":
         for part in (model.projector, model.fc, *model.scorers):
             assert part.weight.grad.abs().sum() > 0
+
+
+def test_resattnet_names_the_input_size_it_needs():
+    model = create_model("resattnet56", 3, in_chans=1, pretrained=False)
+    with pytest.raises(ValueError, match="multiples of 32, got 48 x 64"):
+        model(torch.zeros(1, 1, 48, 64))

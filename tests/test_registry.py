@@ -147,3 +147,11 @@ def test_register_custom_backbone(monkeypatch, caplog):
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_model("tiny", 3, pretrained=True)
+
+
+def test_missing_weights_warn_once_per_process(empty_hub, caplog):
+    with caplog.at_level(logging.INFO, logger="attnlib.models.registry"):
+        create_model("resnet18", 2, pretrained="auto")
+        create_model("resnet18", 2, pretrained="auto")
+    levels = [r.levelno for r in caplog.records if "RANDOM weights" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.INFO]

@@ -130,4 +130,12 @@ def resattnet(depth: Literal[56, 92]) -> nn.Module:
         raise ValueError(f"depth must be 56 or 92, got {depth}")
     model = get_model(f"resattnet{depth}", pretrained=False)
     model.features.final_pool = nn.AdaptiveAvgPool2d(1)
+    model.register_forward_pre_hook(_sides_multiple_of_32)
     return model
+
+
+def _sides_multiple_of_32(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+    """ResAttNet's hourglasses need input sides divisible by 32: say so instead of a shape error deep inside."""
+    h, w = args[0].shape[-2:]
+    if h % 32 or w % 32:
+        raise ValueError(f"ResAttNet needs input sides that are multiples of 32, got {h} x {w}; resize the images")

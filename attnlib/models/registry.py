@@ -42,6 +42,8 @@ class BackboneSpec:
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+#: Weight files already reported missing in this process (see ``_pretrained_file``).
+_WARNED_MISSING: set[Path] = set()
 
 
 def register_backbone(
@@ -95,8 +97,9 @@ def create_model(
     """Build backbone ``name`` with a fresh ``num_classes`` head and ``in_chans`` input channels.
 
     ``pretrained``: ``"auto"`` loads the cached ImageNet weights when the file is there and
-    otherwise warns that the model starts from random weights; ``True`` requires the file
-    (``FileNotFoundError`` naming it); ``False`` always starts from random weights.
+    otherwise warns (once per file and process) that the model starts from random weights;
+    ``True`` requires the file (``FileNotFoundError`` naming it); ``False`` always starts from
+    random weights.
     ``in_chans=1`` replaces the first convolution by one whose kernel is the sum of the RGB
     kernels (the standard grey-scale adaptation of pretrained weights). The model carries
     ``attnlib_backbone``, ``attnlib_feature_layer`` and ``attnlib_weights`` (``"imagenet:<path>"``
@@ -137,7 +140,11 @@ def _pretrained_file(spec: BackboneSpec, pretrained: Pretrained) -> Path | None:
             f"{path}: ImageNet weights for {spec.name} not found; attnlib never downloads them, "
             f"put torchvision's file there (from {spec.weights.url})"
         )
-    log.warning(
+    # a study builds the same backbone many times: warn once per missing file and process, then log at INFO
+    level = logging.INFO if path in _WARNED_MISSING else logging.WARNING
+    _WARNED_MISSING.add(path)
+    log.log(
+        level,
         "%s starts from RANDOM weights: no ImageNet weight file at %s (attnlib never downloads; "
         "copy torchvision's file from %s there to use it)",
         spec.name,
