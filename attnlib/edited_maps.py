@@ -28,13 +28,15 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from attnlib._io import atomic_write_bytes, atomic_write_json
 from attnlib.editing import Stroke
@@ -219,3 +221,39 @@ def _pair(name: str, size: Sequence[int]) -> tuple[int, int]:
     ):
         raise ValueError(f"provenance {name} must be two positive ints, got {size!r}")
     return int(values[0]), int(values[1])
+
+
+class EditedMapDataset(Dataset):
+    """The items of ``base`` whose id has a map in ``maps``, each with ``edited_map`` (1 x h x w float32).
+
+    ``maps`` maps sample ids to grid arrays or :class:`EditedMap` (e.g. ``EditedMapStore.load_all``);
+    ``ids`` fixes the items and their order (default: ``base``'s order). An id without a map, or absent
+    from ``base``, raises ``KeyError`` naming it. ``fingerprint`` covers the base, the ids and the maps.
+    """
+
+    def __init__(self, base: Any, maps: Mapping[str, np.ndarray | EditedMap], ids: Sequence[str] | None = None) -> None:
+        self.base = base
+        self.label_names = base.label_names
+        base_ids = base.ids if hasattr(base, "ids") else [base[i]["id"] for i in range(len(base))]
+        position = {str(sample_id): i for i, sample_id in enumerate(base_ids)}
+        chosen = [str(i) for i in ids] if ids is not None else [i for i in position if i in maps]
+        unknown = [i for i in chosen if i not in position]
+        unmapped = [i for i in chosen if i not in maps]
+        if unknown or unmapped:
+            raise KeyError(f"ids not in the dataset: {unknown[:5]}; ids without an edited map: {unmapped[:5]}")
+        self.ids = chosen
+        self._index = [position[i] for i in chosen]
+        arrays = [m.map if isinstance(m, EditedMap) else np.asarray(m, dtype=np.float32) for m in (maps[i] for i in chosen)]
+        self._maps = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None] for a in arrays]
+        digest = hashlib.sha256(f"{base.fingerprint}:{','.join(chosen)}".encode())
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        self.fingerprint = digest.hexdigest()[:12]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.base[self._index[i]])
+        item["edited_map"] = self._maps[i]
+        return item

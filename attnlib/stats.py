@@ -1,4 +1,5 @@
-"""Statistics over runs for all papers: one-way ANOVA (plain and Welch), Tukey HSD, t-test, median ± std.
+"""Statistics over runs for all papers: one-way ANOVA (plain and Welch), Tukey HSD, t-tests (two-sample,
+paired), median ± std.
 
 Every function takes a long frame (one row per run, e.g. ``RunStore.results(study)``), the name of
 a metric column and of a group column (names with dots or spaces, like ``metrics.best.auc`` or
@@ -116,6 +117,27 @@ def t_test(
         "n_a": len(x),
         "n_b": len(y),
     }
+
+
+def paired_t_test(frame: pd.DataFrame, metric: str, group: str, a: Hashable, b: Hashable, pair: str) -> dict[str, Any]:
+    """Paired t-test of ``metric`` between groups ``a`` and ``b`` matched on ``pair`` (``scipy.stats.ttest_rel``),
+    e.g. the same seed or fold before and after fine-tuning.
+
+    Pairs missing either value are dropped. Returns ``t`` (positive when ``a``'s mean is larger), ``p``
+    (two-sided), ``df``, ``mean_a``, ``mean_b``, ``n`` (pairs); ValueError with fewer than 2 pairs.
+    """
+    missing = [c for c in (metric, group, pair) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"frame lacks columns {missing}")
+    wide = frame[frame[group].isin([a, b])].pivot_table(index=pair, columns=group, values=metric, aggfunc="first")
+    if a not in wide.columns or b not in wide.columns:
+        raise ValueError(f"no {metric!r} values for {group!r} = {a!r} or {b!r}; groups: {sorted(set(frame[group]), key=str)}")
+    both = wide[[a, b]].dropna().astype(float)
+    if len(both) < 2:
+        raise ValueError(f"{metric!r}: a paired t-test of {a!r} vs {b!r} needs at least 2 pairs, got {len(both)}")
+    result = scipy_stats.ttest_rel(both[a], both[b])
+    return {"t": float(result.statistic), "p": float(result.pvalue), "df": float(result.df),
+            "mean_a": float(both[a].mean()), "mean_b": float(both[b].mean()), "n": len(both)}
 
 
 def median_std(frame: pd.DataFrame, metrics: Sequence[str], group: str, digits: int = 3) -> MedianStd:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from attnlib.stats import median_std, one_way_anova, t_test, tukey_hsd, welch_anova
+from attnlib.stats import median_std, one_way_anova, paired_t_test, t_test, tukey_hsd, welch_anova
 
 METRIC, GROUP = "metrics.best.auc", "config arm"  # a dot and a space, as in RunStore.results frames
 SAMPLES = {
@@ -87,6 +87,24 @@ def test_t_test_equals_scipy(equal_var):
     assert result["mean_a"] == pytest.approx(np.mean(SAMPLES["gg-cam"]))
     if equal_var:
         assert result["df"] == 9
+
+
+
+def test_paired_t_test_equals_scipy_and_matches_pairs():
+    before = [0.70, 0.72, 0.65, 0.80, 0.75]
+    after = [0.74, 0.71, 0.70, 0.86, 0.77]
+    frame = pd.DataFrame({"seed": [*range(5), *range(5)][::-1], "arm": ["before"] * 5 + ["after"] * 5,
+                          "acc": [*before[::-1], *after[::-1]]})
+    frame = frame.sample(frac=1, random_state=0)  # row order must not matter: pairs are matched on seed
+    result = paired_t_test(frame, "acc", "arm", "after", "before", pair="seed")
+    expected = scipy_stats.ttest_rel(after, before)
+    assert result["t"] == pytest.approx(expected.statistic, rel=1e-12) and result["t"] > 0
+    assert result["p"] == pytest.approx(expected.pvalue, rel=1e-12)
+    assert result["df"] == 4 and result["n"] == 5
+    diff = np.subtract(after, before)  # by hand: t = mean(d) / (sd(d) / sqrt(n))
+    assert result["t"] == pytest.approx(diff.mean() / (diff.std(ddof=1) / math.sqrt(5)))
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        paired_t_test(frame[frame["seed"] < 1], "acc", "arm", "after", "before", pair="seed")
 
 
 def test_median_std_by_hand():

@@ -9,6 +9,7 @@ from typing import Any
 
 from attnlib.data.egd_cxr import EGDCXRPaths
 from attnlib.data.synthetic_cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr
+from attnlib.data.synthetic_finegrained import FineGrainedConfig, generate_finegrained
 from attnlib.data.synthetic_structured import StructuredConfig, generate_structured
 from attnlib.paths import data_dir
 from attnlib.profiles import load_profile
@@ -38,6 +39,17 @@ def synthetic_structured(profile: str | None = None, root: Path | None = None, *
     """Folder of the synthetic structured set for this profile and these knobs, generated on first use."""
     config = synthetic_structured_config(profile, **overrides)
     return generate_structured(_folder(root, "structured", config.to_dict()), config)
+
+
+def synthetic_finegrained_config(profile: str | None = None, **overrides: Any) -> FineGrainedConfig:
+    """The profile's synthetic fine-grained knobs (ABN + edited maps), with ``overrides``."""
+    return FineGrainedConfig(**{**load_profile(profile).get("abn_synthetic", {}), **overrides})
+
+
+def synthetic_finegrained(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
+    """Folder of the synthetic fine-grained set for this profile and these knobs, generated on first use."""
+    config = synthetic_finegrained_config(profile, **overrides)
+    return generate_finegrained(_folder(root, "finegrained", config.to_dict()), config)
 
 
 def _folder(root: Path | None, kind: str, config: dict[str, Any]) -> Path:

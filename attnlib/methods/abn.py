@@ -1,0 +1,88 @@
+"""Training methods of the ABN paper: ABN itself (``L_abn``) and its fine-tuning with edited maps.
+
+A batch of the fine-tuning set carries ``edited_map`` (B x 1 x h x w, from
+:class:`attnlib.edited_maps.EditedMapDataset`); batches without it (e.g. the test set scored after
+every epoch) are scored with ``L_abn`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+from attnlib.losses.abn import fine_tuning_loss
+from attnlib.models.abn import ABNet, ABNOutput, abn_loss, freeze_feature_extractor
+from attnlib.training.methods import Method, StepOutput
+
+Selection = Literal["misclassified", "lowest_confidence"]
+
+
+class ABNClassifier(Method):
+    """Trains an :class:`~attnlib.models.abn.ABNet` with ``L_abn`` (attention + perception cross-entropy).
+
+    Outputs: ``logits`` (the perception branch's, the network's prediction), ``attention_logits`` and
+    ``attention_map`` (M).
+    """
+
+    def __init__(self, model: ABNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def step(self, batch: Mapping[str, Any]) -> StepOutput:
+        out = self.model(batch["img"])
+        losses = {"loss": abn_loss(out, batch["lab"])}
+        return StepOutput(losses=losses, outputs=_outputs(out))
+
+
+class ABNFineTune(ABNClassifier):
+    """Eqs. 1-3: ``L = L_abn + gamma * ||M' - M||_2`` on the attention and perception branches only.
+
+    The feature extractor is frozen at construction (``freeze_feature_extractor``: no gradients, its
+    BatchNorm statistics fixed), so the optimizer sees the branches' parameters only. ``gamma = 0``
+    is the control: the same samples and schedule without the maps.
+    """
+
+    def __init__(self, model: ABNet, gamma: float) -> None:
+        super().__init__(model)
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        freeze_feature_extractor(model)
+
+    def step(self, batch: Mapping[str, Any]) -> StepOutput:
+        if "edited_map" not in batch:
+            return super().step(batch)
+        out = self.model(batch["img"])
+        loss, distance = fine_tuning_loss(out, batch["lab"], batch["edited_map"], self.gamma)
+        return StepOutput(losses={"loss": loss, "map_distance": distance}, outputs=_outputs(out))
+
+
+def select_samples(predictions: pd.DataFrame, rule: Selection, limit: int | None = None) -> list[str]:
+    """Ids of the training samples to edit and fine-tune on, from ``Trainer.predict`` output.
+
+    ``misclassified``: the wrongly predicted ones (in the frame's order); ``lowest_confidence``: all,
+    ordered by the probability of the true class, lowest first (ties by id). ``limit`` keeps the first
+    that many (an editing budget).
+    """
+    if rule not in Selection.__args__:
+        raise ValueError(f"selection must be one of {Selection.__args__}, got {rule!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    probs = predictions.filter(regex=r"^prob_\d+$").to_numpy()
+    labels = predictions["label"].to_numpy(int)
+    if rule == "misclassified":
+        ids = predictions.loc[predictions["pred"].to_numpy() != labels, "id"].astype(str).tolist()
+    else:
+        confidence = probs[np.arange(len(labels)), labels]
+        order = np.lexsort((predictions["id"].astype(str).to_numpy(), confidence))
+        ids = predictions["id"].astype(str).to_numpy()[order].tolist()
+    return ids if limit is None else ids[:limit]
+
+
+def _outputs(out: ABNOutput) -> dict[str, Tensor]:
+    return {"logits": out.perception_logits, "attention_logits": out.attention_logits,
+            "attention_map": out.predicted_map}
