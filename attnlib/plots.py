@@ -194,6 +194,19 @@ def selection_curves(cv_curve: pd.Series, test_curve: pd.Series, selected: Seque
     return fig
 
 
+def epoch_curves(histories: dict[str, pd.DataFrame], column: str, *, title: str) -> Figure:
+    """``column`` per epoch of each named run history (e.g. test accuracy of a model before and after fine-tuning)."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, history in histories.items():
+        ax.plot(history["epoch"], history[column], marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(column.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def sensitivity_panels(frame: pd.DataFrame, *, title: str) -> Figure:
     """One panel per knob (``knob``, ``value``, ``accuracy`` columns): every seed's value and the median, default marked."""
     knobs = list(dict.fromkeys(frame["knob"]))

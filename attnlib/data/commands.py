@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from attnlib.data.cub import verify_cub
 from attnlib.data.defaults import synthetic_egd_cxr, synthetic_structured
 from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
 from attnlib.data.idrid import verify_idrid
+from attnlib.data.idrid_lesions import verify_idrid_lesions
 from attnlib.data.jaffe import verify_jaffe
 from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
 from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
@@ -20,7 +22,7 @@ GENERATORS = ("egd-cxr", "structured")
 #: ``--cue`` values per generator.
 CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corner",)}
 #: Datasets with a manifest and a verifier (the synthetic generator and split file exist for EGD-CXR).
-VERIFIABLE = ("egd-cxr", "idrid", "jaffe")
+VERIFIABLE = ("egd-cxr", "idrid", "jaffe", "cub", "idrid-lesions")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -47,11 +49,15 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ver.add_argument("dataset", choices=VERIFIABLE)
     ver.add_argument(
         "--root", type=Path, required=True,
-        help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid: the unpacked IDRiD "
-        "folder; jaffe: the folder with the TIFFs and the README",
+        help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid, idrid-lesions: the "
+        "unpacked IDRiD folder; jaffe: the folder with the TIFFs and the README; cub: the folder with "
+        "images/, lists/ and annotations-mat/",
     )
     ver.add_argument(
         "--mimic-root", type=Path, default=None, help="egd-cxr: MIMIC-CXR root (default: <root>/mimic-cxr)"
+    )
+    ver.add_argument(
+        "--bubbles", type=Path, default=None, help="cub: a bubbles CSV (image,worker,x,y,radius) to check"
     )
     ver.add_argument("--deep", action="store_true", help="also decode every image (and compare mask sizes)")
     ver.set_defaults(handler=_verify)
@@ -87,13 +93,23 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.bubbles is not None and args.dataset != "cub":
+        raise SystemExit(f"--bubbles applies to cub only, not {args.dataset}")
+    where: Path = args.root
+    counts: dict[str, int | float] = {}
     if args.dataset == "egd-cxr":
         paths = EGDCXRPaths.from_root(args.root, args.mimic_root)
         where, problems = paths.egd_root, verify_egd_cxr(paths, deep=args.deep)
     elif args.dataset == "idrid":
-        where, problems = args.root, verify_idrid(args.root, deep=args.deep)
+        problems = verify_idrid(args.root, deep=args.deep)
+    elif args.dataset == "jaffe":
+        problems = verify_jaffe(args.root, deep=args.deep)
+    elif args.dataset == "cub":
+        counts, problems = verify_cub(args.root, args.bubbles, deep=args.deep)
     else:
-        where, problems = args.root, verify_jaffe(args.root, deep=args.deep)
+        counts, problems = verify_idrid_lesions(args.root, deep=args.deep)
+    for name, value in counts.items():
+        print(f"{name}: {value}")
     for problem in problems:
         print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
     errors = sum(p.severity == "error" for p in problems)

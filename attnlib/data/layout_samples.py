@@ -1,14 +1,17 @@
-"""Tiny, clearly synthetic samples of the real IDRiD and JAFFE layouts, with exactly known content.
+"""Tiny, clearly synthetic samples of the real IDRiD, JAFFE and CUB-200-2010 layouts, with known content.
 
-They serve the loaders' tests and the structured-data exploration notebook's out-of-the-box run (a
-user with the real data points the notebook at it instead). The files sit where, and are named as, in
-the real distributions (``data_manifests/idrid.yaml``, ``data_manifests/jaffe.yaml``), but the
-pictures are drawings: a fundus as an orange disc with a vessel, an optic disc on one side and
-grade-dependent spots; a face as a cartoon whose brows, eyes and mouth follow the posed expression.
-The quirks of the real files are always there (IDRiD: a BOM, padded column names, an empty trailing
-column and row; JAFFE: text around the ratings table, the "Fear Excluded" table after it, a second
-README without ratings, a rated key without an image, 8- and 16-bit TIFFs); the defects a loader must
-survive are keyword options.
+They serve the loaders' tests and the exploration notebooks' out-of-the-box runs (a user with the
+real data points a notebook at it instead). The files sit where, and are named as, in the real
+distributions (``data_manifests/idrid.yaml``, ``data_manifests/jaffe.yaml``,
+``data_manifests/cub200_2010.yaml``), but the pictures are drawings: a fundus as an orange disc with a
+vessel, an optic disc on one side and grade-dependent spots (lesion patches in the segmentation part);
+a face as a cartoon whose brows, eyes and mouth follow the posed expression; a bird as a coloured
+ellipse on a sky. The quirks of the real files are always there (IDRiD: a BOM, padded column names, an
+empty trailing column and row, lesion masks of {0, 76} and one with three channels, images lacking some
+lesion files; JAFFE: text around the ratings table, the "Fear Excluded" table after it, a second README
+without ratings, a rated key without an image, 8- and 16-bit TIFFs; CUB: a ``._`` resource fork listed
+in ``lists/train.txt``, beside its image and in ``annotations-mat``); the defects a loader must survive
+are keyword options.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 from PIL import Image, ImageDraw
 
+from attnlib.data.cub import ANNOTATIONS_DIR, IMAGES_DIR, LISTS_DIR, annotation_file
 from attnlib.data.idrid import image_dir, label_file
+from attnlib.data.idrid_lesions import lesion_file, segmentation_image_dir
 
 #: Width and height of the sample fundus photographs: a tenth of the real 4288 x 2848.
 IDRID_SIZE = (428, 284)
@@ -252,3 +258,161 @@ def write_jaffe_sample(
         pixels[0, 0], pixels[0, 1] = np.iinfo(pixels.dtype).max, 0
         Image.fromarray(pixels).save(root / name, format="TIFF")
     return root
+
+
+#: Segmentation-part images of the IDRiD sample: split -> id -> (optic-disc side, lesion -> (x0, y0, x1, y1)
+#: patch in the 428 x 284 image). IDRiD_01 is a right eye with haemorrhage and exudates on the image's left;
+#: IDRiD_03 has only microaneurysms and an all-zero HE mask (not diseased); the others lack some lesion files.
+IDRID_SEGMENTATION: dict[str, dict[str, tuple[str, dict[str, tuple[int, int, int, int]]]]] = {
+    "train": {
+        "IDRiD_01": ("right", {"HE": (90, 120, 120, 150), "EX": (150, 60, 170, 80),
+                               "SE": (200, 200, 220, 215)}),
+        "IDRiD_02": ("left", {"EX": (250, 100, 280, 130)}),
+        "IDRiD_03": ("left", {"MA": (200, 140, 204, 144), "HE": ()}),
+    },
+    "test": {
+        "IDRiD_55": ("left", {"SE": (260, 150, 290, 170)}),
+        "IDRiD_56": ("right", {"HE": (180, 90, 200, 110), "MA": (150, 150, 153, 153)}),
+    },
+}
+#: The one mask written with three channels (lesion = red), as some real masks read.
+IDRID_RGB_MASK = ("train", "IDRiD_02", "EX")
+#: Lesion colours drawn into the photographs (haemorrhage dark red, exudates yellow / pale).
+IDRID_LESION_COLOURS = {"MA": (90, 15, 10), "HE": (70, 10, 5), "EX": (230, 210, 80), "SE": (245, 235, 200)}
+
+
+def write_idrid_segmentation_sample(root: str | Path, **grading_defects: bool) -> Path:
+    """Write the IDRiD sample's ``A. Segmentation`` part and (:func:`write_idrid_sample`, with
+    ``grading_defects``) its ``B. Disease Grading`` part under ``root``; returns ``root``.
+
+    Images and masks of :data:`IDRID_SEGMENTATION`: each lesion a filled patch, drawn into the photograph
+    and written as a ``{0, 76}`` TIFF (:data:`IDRID_RGB_MASK` as RGB), an empty box as an all-zero mask;
+    every image has its optic-disc mask.
+    """
+    root = write_idrid_sample(root, **grading_defects)
+    w, h = IDRID_SIZE
+    for split, images in IDRID_SEGMENTATION.items():
+        folder = segmentation_image_dir(root, split)
+        folder.mkdir(parents=True, exist_ok=True)
+        for image_id, (side, lesions) in images.items():
+            im = _fundus(split, image_id, side, (0, 0))
+            draw = ImageDraw.Draw(im)
+            cx = 330 if side == "right" else 100
+            masks = {"OD": (cx - 22, 120, cx + 22, 164)}
+            for lesion, box in lesions.items():
+                if box:
+                    draw.rectangle(box, fill=IDRID_LESION_COLOURS[lesion])
+                masks[lesion] = box
+            im.save(folder / f"{image_id}.jpg", quality=95)
+            for lesion, box in masks.items():
+                mask = Image.new("L", (w, h), 0)
+                if box:
+                    ImageDraw.Draw(mask).rectangle(box, fill=76)
+                if (split, image_id, lesion) == IDRID_RGB_MASK:
+                    empty = Image.new("L", (w, h), 0)
+                    mask = Image.merge("RGB", (mask.point(lambda v: 255 if v else 0), empty, empty))
+                path = lesion_file(root, split, image_id, lesion)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                mask.save(path, format="TIFF")
+    return root
+
+
+#: The CUB sample: relative path -> (split, (W, H), bird box (left, top, right, bottom), 0-based inclusive).
+#: Three classes, two training and one test image each, of different sizes.
+CUB_IMAGES: dict[str, tuple[str, tuple[int, int], tuple[int, int, int, int]]] = {
+    "001.Black_footed_Albatross/Black_footed_Albatross_0001_796111.jpg":
+        ("train", (120, 90), (20, 15, 90, 70)),
+    "001.Black_footed_Albatross/Black_footed_Albatross_0002_55.jpg":
+        ("train", (96, 128), (10, 30, 80, 100)),
+    "001.Black_footed_Albatross/Black_footed_Albatross_0003_796136.jpg":
+        ("test", (100, 100), (30, 30, 70, 80)),
+    "002.Laysan_Albatross/Laysan_Albatross_0001_545.jpg": ("train", (128, 96), (60, 10, 120, 60)),
+    "002.Laysan_Albatross/Laysan_Albatross_0002_1027.jpg": ("train", (110, 80), (5, 20, 60, 75)),
+    "002.Laysan_Albatross/Laysan_Albatross_0003_1033.jpg": ("test", (90, 120), (20, 40, 70, 110)),
+    "003.Sooty_Albatross/Sooty_Albatross_0001_796338.jpg": ("train", (100, 75), (40, 5, 95, 50)),
+    "003.Sooty_Albatross/Sooty_Albatross_0002_1059.jpg": ("train", (80, 100), (10, 10, 60, 60)),
+    "003.Sooty_Albatross/Sooty_Albatross_0003_796339.jpg": ("test", (120, 100), (50, 45, 110, 95)),
+}
+CUB_CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
+#: A macOS resource fork: beside the first image, in ``annotations-mat`` and listed in ``lists/train.txt``.
+CUB_HIDDEN = "001.Black_footed_Albatross/._Black_footed_Albatross_0001_796111.jpg"
+#: Bubbles (image, worker, x, y, radius) of every training image: two players, two bubbles each, in the bird's
+#: box.
+CUB_BUBBLES: list[tuple[str, str, float, float, float]] = [
+    row
+    for rel, (split, _, (left, top, right, bottom)) in CUB_IMAGES.items() if split == "train"
+    for row in (
+        (rel, "w1", (left + right) / 2, (top + bottom) / 2, 8.0),
+        (rel, "w1", left + (right - left) / 4, (top + bottom) / 2, 5.0),
+        (rel, "w2", (left + right) / 2, top + (bottom - top) / 4, 6.5),
+        (rel, "w2", right - 3.0, bottom - 3.0, 4.0),
+    )
+]
+#: Defect rows of :func:`write_cub_bubbles`: an image in no list, and a centre right of its image.
+CUB_BUBBLE_UNKNOWN = ("004.Groove_billed_Ani/Groove_billed_Ani_0001_1711.jpg", "w1", 10.0, 10.0, 5.0)
+CUB_BUBBLE_OUTSIDE = ("002.Laysan_Albatross/Laysan_Albatross_0001_545.jpg", "w3", 131.5, 20.0, 5.0)
+
+
+def cub_segmentation(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The sample bird's ``seg`` (uint8 H x W, 1 = bird): the ellipse inscribed in ``box``, touching it."""
+    width, height = size
+    left, top, right, bottom = box
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    # half a pixel more than the half-sides: the extreme pixels lie on the ellipse for either parity
+    cx, cy, rx, ry = (left + right) / 2, (top + bottom) / 2, (right - left + 1) / 2, (bottom - top + 1) / 2
+    return (((cols - cx) / rx) ** 2 + ((rows - cy) / ry) ** 2 <= 1.0).astype(np.uint8)
+
+
+def write_cub_sample(
+    root: str | Path, *, corrupt_image: bool = False, missing_annotation: bool = False
+) -> Path:
+    """Write the CUB-200-2010 sample (:data:`CUB_IMAGES`) into ``root`` and return ``root``.
+
+    ``images/<class>/<file>.jpg`` (a sky-blue picture with the bird, a class-coloured ellipse),
+    ``lists/{train,test}.txt`` (with :data:`CUB_HIDDEN` among the training lines), and
+    ``annotations-mat/<class>/<stem>.mat`` holding ``seg`` (:func:`cub_segmentation`) and ``bbox`` (a struct
+    of doubles ``left, top, right, bottom``), as :func:`scipy.io.savemat` writes a MATLAB struct.
+    ``corrupt_image`` makes the first test image a broken JPEG; ``missing_annotation`` leaves out the
+    first test image's ``.mat``.
+    """
+    root = Path(root)
+    colours = dict(zip(CUB_CLASSES, ((40, 40, 40), (235, 235, 225), (110, 80, 60)), strict=True))
+    first_test = next(rel for rel, (split, _, _) in CUB_IMAGES.items() if split == "test")
+    for rel, (_, size, box) in CUB_IMAGES.items():
+        path = root / IMAGES_DIR / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seg = cub_segmentation(size, box)
+        if corrupt_image and rel == first_test:
+            path.write_bytes(b"\xff\xd8not a jpeg")
+        else:
+            pixels = np.empty((size[1], size[0], 3), dtype=np.uint8)
+            pixels[:] = (120, 170, 230)
+            pixels[seg > 0] = colours[rel.split("/")[0]]
+            Image.fromarray(pixels).save(path, quality=95)
+        if not (missing_annotation and rel == first_test):
+            mat = annotation_file(root, rel)
+            mat.parent.mkdir(parents=True, exist_ok=True)
+            bbox = dict(zip(("left", "top", "right", "bottom"), map(float, box), strict=True))
+            scipy.io.savemat(mat, {"seg": seg, "bbox": bbox})
+    for folder in (IMAGES_DIR, ANNOTATIONS_DIR):
+        (root / folder / CUB_HIDDEN).with_suffix(".jpg" if folder == IMAGES_DIR else ".mat").write_bytes(
+            b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (root / LISTS_DIR).mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        rels = [rel for rel, (s, _, _) in CUB_IMAGES.items() if s == split]
+        if split == "train":
+            rels.insert(1, CUB_HIDDEN)
+        (root / LISTS_DIR / f"{split}.txt").write_text("\n".join(rels) + "\n", encoding="utf-8")
+    return root
+
+
+def write_cub_bubbles(path: str | Path, *, unknown_image: bool = False, outside_centre: bool = False) -> Path:
+    """Write :data:`CUB_BUBBLES` as a bubbles CSV (``image,worker,x,y,radius``) and return ``path``;
+    ``unknown_image`` / ``outside_centre`` append :data:`CUB_BUBBLE_UNKNOWN` / :data:`CUB_BUBBLE_OUTSIDE`."""
+    path = Path(path)
+    rows = [*CUB_BUBBLES, *([CUB_BUBBLE_UNKNOWN] if unknown_image else []),
+            *([CUB_BUBBLE_OUTSIDE] if outside_centre else [])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["image,worker,x,y,radius", *(f"{i},{w},{x:g},{y:g},{r:g}" for i, w, x, y, r in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

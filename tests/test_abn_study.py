@@ -1,0 +1,136 @@
+"""Paper 3's study pipeline: train, edit, fine-tune, explain; the maps' provenance and the statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnlib.data.defaults import synthetic_finegrained
+from attnlib.edited_maps import EditedMapStore
+from attnlib.editing import edit_map
+from attnlib.papers import abn
+from attnlib.training.runstore import RunStore
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> abn.StudyData:
+    root = tmp_path_factory.mktemp("finegrained")
+    return abn.load_data("synthetic", profile="smoke", data_root=synthetic_finegrained("smoke", root=root))
+
+
+@pytest.fixture(scope="module")
+def replicates(data, tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("runs") / "store")
+    return store, [abn.run_replicate(store, data, r, "smoke", device="cpu") for r in (0, 1)]
+
+
+def test_load_data(data):
+    assert data.protocol == "seeds" and data.sources == ["editor", "bubbles"]
+    train, test = data.replicate(0)
+    assert len(train) + len(test) == len(data.images) and not set(train.ids) & set(test.ids)
+    assert data.replicate(3)[0].ids == train.ids  # seeds: the same split for every replicate
+    with pytest.raises(ValueError, match="unknown dataset"):
+        abn.load_data("imagenet", profile="smoke")
+    with pytest.raises(ValueError, match="needs data_root"):
+        abn.load_data("cub", profile="smoke")
+
+
+def test_human_map_sources(data):
+    sample = data.images.ids[0]
+    network = np.full((3, 3), 0.5, np.float32)
+    edited, provenance = abn.human_map(data, sample, "editor", network, {"edit_budget": 3})
+    assert provenance.source == "simulated" and provenance.strokes[0].mode == "add"
+    np.testing.assert_array_equal(edit_map(network, data.image_size, provenance.strokes)[0], edited)
+    bubbles, provenance = abn.human_map(data, sample, "bubbles", network, {})
+    assert provenance.source == "bubbles" and bubbles.shape == (3, 3) and bubbles.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="segmentation"):
+        abn.human_map(data, sample, "segmentation", network, {})
+
+
+def test_replicate_runs_every_stage_and_is_reloaded(data, replicates):
+    store, results = replicates
+    res = results[0]
+    settings = abn.study_settings("smoke")
+    assert len(res.selected) == settings["edit_limit"]
+    # the fine-tuned network's feature extractor equals the base network's: it was frozen
+    base, tuned = res.base.state_dict("last"), res.fine_tuned.state_dict("last")
+    features = [k for k in base if k.startswith("model.features.")]
+    assert features and all(torch.equal(base[k], tuned[k]) for k in features)
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if k.startswith("model.attention."))
+    assert res.fine_tuned.spec.config["gamma"] == settings["gamma"] and res.control.spec.config["gamma"] == 0
+    again = abn.run_replicate(store, data, 0, "smoke", device="cpu")
+    assert again.fine_tuned.path == res.fine_tuned.path and again.explain.path == res.explain.path
+
+
+def test_edited_maps_are_stored_with_provenance(data, replicates):
+    _, results = replicates
+    res = results[0]
+    store = EditedMapStore(res.maps_folder.parent)
+    train_maps = store.load_all(f"{res.maps_folder.name}-train")
+    assert sorted(train_maps) == sorted(res.selected)
+    record = train_maps[res.selected[0]]
+    assert record.provenance.model_key == res.base.spec.key
+    assert record.provenance.checkpoint.startswith("last (epoch")
+    # the strokes replay the stored map from the network's own map
+    model = abn.load_abn(res.base, abn.study_settings("smoke"), data)
+    train, _ = data.replicate(0)
+    sample = train.subset([train.ids.index(res.selected[0])])
+    network = abn.network_maps(model, sample, torch.device("cpu"))[0]
+    np.testing.assert_allclose(edit_map(network, data.image_size, record.provenance.strokes)[0], record.map, atol=1e-6)
+
+
+def test_fine_tune_takes_maps_from_any_store(data, replicates, tmp_path):
+    """Maps written by another tool (e.g. the editor) into an EditedMapStore fine-tune unchanged."""
+    store, results = replicates
+    res = results[0]
+    settings = abn.study_settings("smoke")
+    maps = EditedMapStore(res.maps_folder.parent).load_all(f"{res.maps_folder.name}-train")
+    again = abn.fine_tune(store, data, 0, res.base, maps, res.selected, settings["gamma"], settings, "smoke", "cpu")
+    assert again.path == res.fine_tuned.path  # same maps, same run
+    changed = {k: type(v)(np.clip(v.map + 0.1, 0, 1), v.provenance) for k, v in maps.items()}
+    other = abn.fine_tune(store, data, 0, res.base, changed, res.selected, settings["gamma"], settings, "smoke", "cpu")
+    assert other.path != res.fine_tuned.path
+
+
+def test_tables_tests_and_verdict(data, replicates):
+    _, results = replicates
+    accuracy = abn.accuracy_frame(results)
+    assert accuracy["arm"].tolist() == list(abn.ARMS) * 2
+    assert accuracy["accuracy"].between(0, 1).all()
+    explained = abn.explanation_frame(results)
+    assert set(explained["method"]) == set(abn.EXPLANATIONS) and len(explained) == 8
+    assert explained[["deletion", "insertion", "mse"]].apply(lambda c: c.between(0, 1)).all().all()
+    table1 = abn.table1_frame(results)
+    assert (table1["error_before"].dropna() == 1.0).all()  # misclassified images by definition
+    tests = abn.paired_tests(explained, "deletion", "method", [("fine-tuned", "ABN")])
+    assert tests["test"].tolist() == ["paired t", "one-way ANOVA"]
+    sentence = abn.verdict(accuracy, explained)
+    assert sentence.startswith("On this data") and "deletion" in sentence and "gamma = 0" in sentence
+
+
+def test_table1_errors_by_hand():
+    class Fixed(torch.nn.Module):
+        """Predicts class 1 unless the supplied map is all ones."""
+
+        def forward(self, x, attention_map=None):
+            logits = torch.zeros(len(x), 2)
+            fixed = attention_map is not None and bool((attention_map == 1).all(dim=(1, 2, 3)).any())
+            logits[:, 0 if fixed else 1] = 1.0
+            return type("Out", (), {"perception_logits": logits})()
+
+    labels = torch.tensor([0, 0])
+    out = abn.table1_errors(Fixed(), torch.zeros(2, 3, 4, 4), labels, torch.ones(2, 1, 1, 1), torch.device("cpu"))
+    assert out == {"n": 2, "error_before": 1.0, "error_after": 0.0}
+
+
+def test_verdict_reports_a_significant_improvement():
+    accuracy = pd.DataFrame({"replicate": [0, 1, 2] * 3, "arm": [a for a in abn.ARMS for _ in range(3)],
+                             "accuracy": [0.5, 0.6, 0.7, 0.6, 0.71, 0.79, 0.5, 0.61, 0.69]})
+    explained = pd.DataFrame({"replicate": [0, 1, 2] * 2, "method": ["ABN"] * 3 + ["fine-tuned"] * 3,
+                              "deletion": [0.3, 0.4, 0.5, 0.2, 0.31, 0.39], "insertion": [0.5] * 3 + [0.5, 0.5, 0.51],
+                              "mse": [0.2, 0.3, 0.25, 0.2, 0.3, 0.25]})
+    sentence = abn.verdict(accuracy, explained)
+    assert "+0.100 (an improvement at p < 0.05" in sentence
+    assert "deletion 0.400 -> 0.300 (an improvement at p < 0.05" in sentence
