@@ -134,3 +134,30 @@ def test_verdict_reports_a_significant_improvement():
     sentence = abn.verdict(accuracy, explained)
     assert "+0.100 (an improvement at p < 0.05" in sentence
     assert "deletion 0.400 -> 0.300 (an improvement at p < 0.05" in sentence
+
+
+def test_real_layouts_load_with_their_knowledge(tmp_path):
+    """CUB (images, segmentations, bubbles) and the IDRiD lesion task (folds, lesion maps) from layout samples."""
+    from attnlib.data.layout_samples import write_cub_bubbles, write_cub_sample, write_idrid_segmentation_sample
+
+    cub_root = write_cub_sample(tmp_path / "cub")
+    write_cub_bubbles(cub_root / "bubbles.csv")
+    cub = abn.load_data("cub", cub_root, profile="smoke")
+    train, test = cub.replicate(0)
+    assert cub.protocol == "seeds" and len(train) and len(test) and cub.image_size == (64, 64)
+    assert cub.sources == ["editor", "bubbles"]
+    sample = next(iter(cub.bubbles))
+    grid_map, provenance = abn.human_map(cub, sample, "bubbles", np.zeros((4, 4), np.float32), {})
+    assert provenance.source == "bubbles" and grid_map.max() == pytest.approx(1.0)
+    assert all(mask.shape == (64, 64) for mask in cub.evidence.values())
+
+    idrid = abn.load_data("idrid", write_idrid_segmentation_sample(tmp_path / "idrid"), profile="smoke")
+    assert idrid.protocol == "folds" and len(idrid.splits) == abn.study_settings("smoke")["folds"]
+    tests = [set(idrid.replicate(r)[1].ids) for r in range(len(idrid.splits))]
+    assert set.union(*tests) == set(idrid.images.ids) and sum(map(len, tests)) == len(idrid.images)
+    assert "segmentation" in idrid.sources
+    diseased = [i for i, lab in zip(idrid.images.ids, idrid.images.labels, strict=True) if lab == 1]
+    lesion, provenance = abn.human_map(idrid, diseased[0], "segmentation", np.zeros((4, 4), np.float32), {})
+    assert provenance.source == "segmentation" and lesion.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="replicate"):
+        idrid.replicate(len(idrid.splits))

@@ -118,3 +118,15 @@ def test_cli_generate_structured_with_and_without_cue(tmp_path, capsys):
     assert configs == [False, True]
     with pytest.raises(SystemExit, match="does not apply to structured"):
         main([*base, "--cue", "marker_position"])
+
+
+def test_cli_generate_finegrained(tmp_path, capsys):
+    import json
+
+    args = ["data", "generate", "finegrained", "--profile", "smoke", "--out", str(tmp_path), "--evidence-strength", "2"]
+    assert main(args) == 0
+    (folder,) = tmp_path.iterdir()
+    config = json.loads((folder / "synthetic_config.json").read_text())["config"]
+    assert config["evidence_strength"] == 2.0 and config["n_images"] == 48  # smoke profile's size, the override
+    with pytest.raises(SystemExit, match="does not apply to finegrained"):
+        main([*args, "--cue", "corner"])

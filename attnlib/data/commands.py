@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from attnlib.data.cub import verify_cub
-from attnlib.data.defaults import synthetic_egd_cxr, synthetic_structured
+from attnlib.data.defaults import synthetic_egd_cxr, synthetic_finegrained, synthetic_structured
 from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
 from attnlib.data.idrid import verify_idrid
 from attnlib.data.idrid_lesions import verify_idrid_lesions
@@ -17,10 +17,11 @@ from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
 from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
 
 DATASETS = ("egd-cxr",)
-#: Synthetic defaults: EGD-CXR (GG-CAM) and the structured-image set (global spatial attention).
-GENERATORS = ("egd-cxr", "structured")
-#: ``--cue`` values per generator.
-CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corner",)}
+#: Synthetic defaults: EGD-CXR (GG-CAM), the structured-image set (global spatial attention) and the
+#: fine-grained set (ABN + edited maps).
+GENERATORS = ("egd-cxr", "structured", "finegrained")
+#: ``--cue`` values per generator (the fine-grained set always has its distractor).
+CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corner",), "finegrained": ()}
 #: Datasets with a manifest and a verifier (the synthetic generator and split file exist for EGD-CXR).
 VERIFIABLE = ("egd-cxr", "idrid", "jaffe", "cub", "idrid-lesions")
 
@@ -40,7 +41,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--evidence-strength", type=float, default=None)
     gen.add_argument(
         "--cue", choices=sorted({c for cues in CUES.values() for c in cues}), default=None,
-        help="egd-cxr: marker_presence | marker_position; structured: corner",
+        help="egd-cxr: marker_presence | marker_position; structured: corner; finegrained: none (its distractor "
+        "is a generator knob)",
     )
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(handler=_generate)
@@ -86,7 +88,8 @@ def _generate(args: argparse.Namespace) -> int:
         if v is not None and not (k == "cue" and v is False)
     }
     start = time.perf_counter()
-    generate = synthetic_egd_cxr if args.dataset == "egd-cxr" else synthetic_structured
+    generate = {"egd-cxr": synthetic_egd_cxr, "structured": synthetic_structured,
+                "finegrained": synthetic_finegrained}[args.dataset]
     out = generate(args.profile, root=args.out, **knobs)
     print(f"synthetic {args.dataset} ready at {out} ({time.perf_counter() - start:.1f} s)")
     return 0
