@@ -161,3 +161,12 @@ def test_real_layouts_load_with_their_knowledge(tmp_path):
     assert provenance.source == "segmentation" and lesion.max() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="replicate"):
         idrid.replicate(len(idrid.splits))
+
+
+def test_training_curves_continue_after_the_base_epochs(replicates):
+    _, results = replicates
+    curves = abn.training_curves(results[0])
+    assert list(curves) == list(abn.ARMS)
+    last = int(results[0].base.metrics["last_epoch"])
+    assert curves[abn.ARMS[0]]["epoch"].max() == last
+    assert curves[abn.ARMS[1]]["epoch"].min() == last + 1 and curves[abn.ARMS[2]]["epoch"].min() == last + 1

@@ -424,6 +424,14 @@ def _explain(store: RunStore, data: StudyData, r: int, base: RunResult, fine: Ru
 # ----------------------------------------------------------------------------------------- reporting
 
 
+def training_curves(result: ReplicateResult) -> dict[str, pd.DataFrame]:
+    """Per-epoch histories of a replicate's three runs, the fine-tuning epochs numbered on from the ABN's last."""
+    offset = int(result.base.metrics["last_epoch"])
+    shifted = {name: run.history.assign(epoch=run.history["epoch"] + offset)
+               for name, run in ((ARMS[1], result.fine_tuned), (ARMS[2], result.control))}
+    return {ARMS[0]: result.base.history, **shifted}
+
+
 def accuracy_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     """One row per replicate and arm: test ``accuracy`` (last weights) and the fine-tuning set size."""
     rows = []
@@ -502,7 +510,7 @@ def overlays(results: Sequence[ReplicateResult], data: StudyData, settings: Mapp
     return {
         "images": [img.permute(1, 2, 0).numpy() for img in subset.images],
         "maps": [[maps_base[k], edited[sample_id].map, maps_tuned[k]] for k, sample_id in enumerate(subset.ids)],
-        "row_titles": [f"{sample_id}: true {names[test.labels[i]]}, ABN {names[before['pred'][i]]}, "
+        "row_titles": [f"{sample_id}: true {names[test.labels[i]]}\nABN {names[before['pred'][i]]}, "
                        f"fine-tuned {names[after['pred'][i]]}" for sample_id, i in zip(subset.ids, order, strict=True)],
         "col_titles": ["ABN map (M)", "edited map (M')", "fine-tuned map"],
         "selection": f"replicate {res.replicate}, last weights (ABN epoch {res.base.metrics['last_epoch']}, "
