@@ -31,12 +31,11 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 import scipy.io
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.idrid import IMAGENET_MEAN, IMAGENET_STD
+from attnlib.data.idrid import image_item
 from attnlib.data.manifest import Problem, load_manifest
 
 log = logging.getLogger(__name__)
@@ -259,13 +258,7 @@ class CUB200(Dataset):
         return np.asarray(mask) > 0
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        img = self.image(i)
-        if self.standardize:
-            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-            std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
-            img = (img - mean) / std
-        image_id = self.metadata.at[i, "id"]
-        return {"idx": i, "id": image_id, "img": torch.from_numpy(img), "lab": int(self.labels[i])}
+        return image_item(i, self.metadata.at[i, "id"], self.image(i), int(self.labels[i]), self.standardize)
 
     @cached_property
     def fingerprint(self) -> str:

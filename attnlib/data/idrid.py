@@ -76,6 +76,15 @@ RIGHT_EYE_INDICES: dict[str, tuple[int, ...]] = {
 }
 
 
+def image_item(i: int, image_id: str, img: np.ndarray, label: int, standardize: bool) -> dict[str, object]:
+    """The dataset-contract item of an RGB image in [0, 1] (C x H x W), ImageNet-standardised when asked."""
+    if standardize:
+        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+        std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+        img = (img - mean) / std
+    return {"idx": i, "id": image_id, "img": torch.from_numpy(img), "lab": label}
+
+
 class IDRiDFormatError(ValueError):
     """A file of the IDRiD layout is missing, unreadable or does not have the expected content."""
 
@@ -313,13 +322,8 @@ class IDRiD(Dataset):
         )
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        img = self.image(i)
-        if self.settings.standardize:
-            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-            std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
-            img = (img - mean) / std
-        image_id = self.metadata.at[i, "id"]
-        return {"idx": i, "id": image_id, "img": torch.from_numpy(img), "lab": int(self.labels[i])}
+        standardize = self.settings.standardize
+        return image_item(i, self.metadata.at[i, "id"], self.image(i), int(self.labels[i]), standardize)
 
     @cached_property
     def fingerprint(self) -> str:

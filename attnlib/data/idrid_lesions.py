@@ -31,15 +31,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.idrid import (
     IMAGE_DIRS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SPLITS,
     IDRiD,
     IDRiDFormatError,
@@ -47,6 +44,7 @@ from attnlib.data.idrid import (
     Split,
     crop_bounds,
     detect_laterality,
+    image_item,
     list_images,
     read_fundus,
     verify_idrid,
@@ -256,13 +254,8 @@ class IDRiDLesions(Dataset):
         return union
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        img = self.image(i)
-        if self.settings.standardize:
-            mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-            std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
-            img = (img - mean) / std
-        image_id = self.metadata.at[i, "id"]
-        return {"idx": i, "id": image_id, "img": torch.from_numpy(img), "lab": int(self.labels[i])}
+        standardize = self.settings.standardize
+        return image_item(i, self.metadata.at[i, "id"], self.image(i), int(self.labels[i]), standardize)
 
     @cached_property
     def fingerprint(self) -> str:
