@@ -54,16 +54,22 @@ def bubble_map(
         raise ValueError(f"bandwidth must be a positive number of pixels, got {bandwidth}")
     x = bubbles["x"].to_numpy(float) * out_w / width
     y = bubbles["y"].to_numpy(float) * out_h / height
-    radius = bubbles["radius"].to_numpy(float) if bandwidth is None else np.full(len(bubbles), float(bandwidth))
+    radius = (
+        bubbles["radius"].to_numpy(float) if bandwidth is None else np.full(len(bubbles), float(bandwidth))
+    )
     if len(radius) and not (radius > 0).all():
         raise ValueError(f"bubble radii must be positive, got {radius.min()}")
     sigma_y, sigma_x = radius * out_h / height, radius * out_w / width
     rows = np.arange(out_h, dtype=float)[None, :, None]
     cols = np.arange(out_w, dtype=float)[None, None, :]
-    density = np.exp(
-        -0.5 * ((rows - y[:, None, None]) / sigma_y[:, None, None]) ** 2
-        - 0.5 * ((cols - x[:, None, None]) / sigma_x[:, None, None]) ** 2
-    ).sum(axis=0) if len(x) else np.zeros((out_h, out_w))
+    density = (
+        np.exp(
+            -0.5 * ((rows - y[:, None, None]) / sigma_y[:, None, None]) ** 2
+            - 0.5 * ((cols - x[:, None, None]) / sigma_x[:, None, None]) ** 2
+        ).sum(axis=0)
+        if len(x)
+        else np.zeros((out_h, out_w))
+    )
     return _normalise(density)
 
 
@@ -97,13 +103,19 @@ def simulate_edit(
         raise ValueError(f"budget must be at least one stroke, got {budget}")
     evidence = np.asarray(evidence, dtype=bool)
     if evidence.ndim != 2 or not evidence.any():
-        raise ValueError(f"evidence must be a non-empty H x W mask, got shape {evidence.shape} with {evidence.sum()} pixels")
+        raise ValueError(
+            f"evidence must be a non-empty H x W mask, got shape {evidence.shape} with {evidence.sum()} pixels"
+        )
     height, width = evidence.shape
     grid = np.asarray(network_map).shape
     rows, cols = np.nonzero(evidence)
     top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
     centre = ((top + bottom) / 2, (left + right) / 2)
-    add = add_radius if add_radius is not None else max(0.5 * float(np.hypot(bottom - top + 1, right - left + 1)), 1.0)
+    add = (
+        add_radius
+        if add_radius is not None
+        else max(0.5 * float(np.hypot(bottom - top + 1, right - left + 1)), 1.0)
+    )
     remove = remove_radius if remove_radius is not None else max(min(height, width) / 6, add / 2)
     strokes = [Stroke("add", add, [centre])]
     keep_out = _grow(evidence, remove)

@@ -41,8 +41,11 @@ def test_fine_tuning_loss_hand_values():
 
 def _batch(n: int = 4, size: int = 32) -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"img": torch.rand(n, 3, size, size, generator=g), "lab": torch.tensor([0, 1, 0, 1][:n]),
-            "edited_map": torch.rand(n, 1, size // 16, size // 16, generator=g)}
+    return {
+        "img": torch.rand(n, 3, size, size, generator=g),
+        "lab": torch.tensor([0, 1, 0, 1][:n]),
+        "edited_map": torch.rand(n, 1, size // 16, size // 16, generator=g),
+    }
 
 
 def test_fine_tune_updates_branches_only():
@@ -50,7 +53,9 @@ def test_fine_tune_updates_branches_only():
     method = ABNFineTune(create_abn("resnet18", 2, pretrained=False), gamma=1.0)
     before = {k: v.clone() for k, v in method.state_dict().items()}
     params = [p for group in method.param_groups(0.1) for p in group["params"]]
-    assert {id(p) for p in params} == {id(p) for p in [*method.model.attention.parameters(), *method.model.perception.parameters()]}
+    assert {id(p) for p in params} == {
+        id(p) for p in [*method.model.attention.parameters(), *method.model.perception.parameters()]
+    }
     optimizer = torch.optim.SGD(params, lr=0.1)
     method.train()
     for _ in range(2):
@@ -83,8 +88,15 @@ def test_fine_tune_step_adds_gamma_times_distance_and_falls_back_without_maps():
 
 
 def _predictions() -> pd.DataFrame:
-    return pd.DataFrame({"id": ["a", "b", "c", "d"], "label": [0, 1, 1, 0],
-                         "prob_0": [0.9, 0.6, 0.2, 0.4], "prob_1": [0.1, 0.4, 0.8, 0.6], "pred": [0, 0, 1, 1]})
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "label": [0, 1, 1, 0],
+            "prob_0": [0.9, 0.6, 0.2, 0.4],
+            "prob_1": [0.1, 0.4, 0.8, 0.6],
+            "pred": [0, 0, 1, 1],
+        }
+    )
 
 
 def test_select_samples():
@@ -98,10 +110,17 @@ def test_select_samples():
 
 
 def test_edited_map_dataset_adds_maps_in_the_given_order():
-    base = ArrayDataset(torch.arange(4 * 3 * 4 * 4, dtype=torch.float32).reshape(4, 3, 4, 4), [0, 1, 0, 1],
-                        ["a", "b", "c", "d"], ["x", "y"], "fp")
-    maps = {"c": np.full((2, 2), 0.25, np.float32),
-            "a": EditedMap(np.eye(2, dtype=np.float32), Provenance("simulated", (2, 2)))}
+    base = ArrayDataset(
+        torch.arange(4 * 3 * 4 * 4, dtype=torch.float32).reshape(4, 3, 4, 4),
+        [0, 1, 0, 1],
+        ["a", "b", "c", "d"],
+        ["x", "y"],
+        "fp",
+    )
+    maps = {
+        "c": np.full((2, 2), 0.25, np.float32),
+        "a": EditedMap(np.eye(2, dtype=np.float32), Provenance("simulated", (2, 2))),
+    }
     ds = EditedMapDataset(base, maps, ids=["c", "a"])
     assert len(ds) == 2 and ds.ids == ["c", "a"]
     item = ds[0]

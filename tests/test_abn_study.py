@@ -78,7 +78,9 @@ def test_edited_maps_are_stored_with_provenance(data, replicates):
     train, _ = data.replicate(0)
     sample = train.subset([train.ids.index(res.selected[0])])
     network = abn.network_maps(model, sample, torch.device("cpu"))[0]
-    np.testing.assert_allclose(edit_map(network, data.image_size, record.provenance.strokes)[0], record.map, atol=1e-6)
+    np.testing.assert_allclose(
+        edit_map(network, data.image_size, record.provenance.strokes)[0], record.map, atol=1e-6
+    )
 
 
 def test_fine_tune_takes_maps_from_any_store(data, replicates, tmp_path):
@@ -87,10 +89,14 @@ def test_fine_tune_takes_maps_from_any_store(data, replicates, tmp_path):
     res = results[0]
     settings = abn.study_settings("smoke")
     maps = EditedMapStore(res.maps_folder.parent).load_all(f"{res.maps_folder.name}-train")
-    again = abn.fine_tune(store, data, 0, res.base, maps, res.selected, settings["gamma"], settings, "smoke", "cpu")
+    again = abn.fine_tune(
+        store, data, 0, res.base, maps, res.selected, settings["gamma"], settings, "smoke", "cpu"
+    )
     assert again.path == res.fine_tuned.path  # same maps, same run
     changed = {k: type(v)(np.clip(v.map + 0.1, 0, 1), v.provenance) for k, v in maps.items()}
-    other = abn.fine_tune(store, data, 0, res.base, changed, res.selected, settings["gamma"], settings, "smoke", "cpu")
+    other = abn.fine_tune(
+        store, data, 0, res.base, changed, res.selected, settings["gamma"], settings, "smoke", "cpu"
+    )
     assert other.path != res.fine_tuned.path
 
 
@@ -121,16 +127,29 @@ def test_table1_errors_by_hand():
             return type("Out", (), {"perception_logits": logits})()
 
     labels = torch.tensor([0, 0])
-    out = abn.table1_errors(Fixed(), torch.zeros(2, 3, 4, 4), labels, torch.ones(2, 1, 1, 1), torch.device("cpu"))
+    out = abn.table1_errors(
+        Fixed(), torch.zeros(2, 3, 4, 4), labels, torch.ones(2, 1, 1, 1), torch.device("cpu")
+    )
     assert out == {"n": 2, "error_before": 1.0, "error_after": 0.0}
 
 
 def test_verdict_reports_a_significant_improvement():
-    accuracy = pd.DataFrame({"replicate": [0, 1, 2] * 3, "arm": [a for a in abn.ARMS for _ in range(3)],
-                             "accuracy": [0.5, 0.6, 0.7, 0.6, 0.71, 0.79, 0.5, 0.61, 0.69]})
-    explained = pd.DataFrame({"replicate": [0, 1, 2] * 2, "method": ["ABN"] * 3 + ["fine-tuned"] * 3,
-                              "deletion": [0.3, 0.4, 0.5, 0.2, 0.31, 0.39], "insertion": [0.5] * 3 + [0.5, 0.5, 0.51],
-                              "mse": [0.2, 0.3, 0.25, 0.2, 0.3, 0.25]})
+    accuracy = pd.DataFrame(
+        {
+            "replicate": [0, 1, 2] * 3,
+            "arm": [a for a in abn.ARMS for _ in range(3)],
+            "accuracy": [0.5, 0.6, 0.7, 0.6, 0.71, 0.79, 0.5, 0.61, 0.69],
+        }
+    )
+    explained = pd.DataFrame(
+        {
+            "replicate": [0, 1, 2] * 2,
+            "method": ["ABN"] * 3 + ["fine-tuned"] * 3,
+            "deletion": [0.3, 0.4, 0.5, 0.2, 0.31, 0.39],
+            "insertion": [0.5] * 3 + [0.5, 0.5, 0.51],
+            "mse": [0.2, 0.3, 0.25, 0.2, 0.3, 0.25],
+        }
+    )
     sentence = abn.verdict(accuracy, explained)
     assert "+0.100 (an improvement at p < 0.05" in sentence
     assert "deletion 0.400 -> 0.300 (an improvement at p < 0.05" in sentence
@@ -138,7 +157,11 @@ def test_verdict_reports_a_significant_improvement():
 
 def test_real_layouts_load_with_their_knowledge(tmp_path):
     """CUB (images, segmentations, bubbles) and the IDRiD lesion task (folds, lesion maps) from layout samples."""
-    from attnlib.data.layout_samples import write_cub_bubbles, write_cub_sample, write_idrid_segmentation_sample
+    from attnlib.data.layout_samples import (
+        write_cub_bubbles,
+        write_cub_sample,
+        write_idrid_segmentation_sample,
+    )
 
     cub_root = write_cub_sample(tmp_path / "cub")
     write_cub_bubbles(cub_root / "bubbles.csv")

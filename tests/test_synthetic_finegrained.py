@@ -23,7 +23,9 @@ SMALL = dict(n_images=80, size=48, n_classes=4, part_radius=5, distractor_size=1
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return generate_finegrained(tmp_path_factory.mktemp("fg") / "data", FineGrainedConfig(**SMALL), progress=False)
+    return generate_finegrained(
+        tmp_path_factory.mktemp("fg") / "data", FineGrainedConfig(**SMALL), progress=False
+    )
 
 
 def test_counts_and_items(folder):
@@ -38,8 +40,16 @@ def test_counts_and_items(folder):
 
 def test_class_evidence_is_the_head_colour_only(tmp_path):
     """Two sets differing only in evidence strength differ only inside the heads, by the class colour."""
-    a = FineGrainedDataset(generate_finegrained(tmp_path / "a", FineGrainedConfig(**SMALL, evidence_strength=0.0), progress=False))
-    b = FineGrainedDataset(generate_finegrained(tmp_path / "b", FineGrainedConfig(**SMALL, evidence_strength=1.0), progress=False))
+    a = FineGrainedDataset(
+        generate_finegrained(
+            tmp_path / "a", FineGrainedConfig(**SMALL, evidence_strength=0.0), progress=False
+        )
+    )
+    b = FineGrainedDataset(
+        generate_finegrained(
+            tmp_path / "b", FineGrainedConfig(**SMALL, evidence_strength=1.0), progress=False
+        )
+    )
     colours = class_colours(4)
     np.testing.assert_allclose(colours.sum(axis=1), 0, atol=1e-12)  # no brightness cue
     for i in range(10):
@@ -52,8 +62,11 @@ def test_class_evidence_is_the_head_colour_only(tmp_path):
 
 
 def test_distractor_follows_the_label_in_training_only(tmp_path):
-    root = generate_finegrained(tmp_path / "d", FineGrainedConfig(**{**SMALL, "n_images": 400}, distractor_correlation_train=1.0),
-                                progress=False)
+    root = generate_finegrained(
+        tmp_path / "d",
+        FineGrainedConfig(**{**SMALL, "n_images": 400}, distractor_correlation_train=1.0),
+        progress=False,
+    )
     table = FineGrainedDataset(root).metadata
     train, test = table[table["split"] == "train"], table[table["split"] == "test"]
     assert (train["distractor"] == train["label"]).all()
@@ -75,7 +88,9 @@ def test_masks_and_determinism(folder, tmp_path):
     ds = FineGrainedDataset(folder)
     assert not (ds.evidence_mask(0) & ds.distractor_mask(0)).any()
     assert ds.distractor_mask(0).sum() == 100
-    again = FineGrainedDataset(generate_finegrained(tmp_path / "again", FineGrainedConfig(**SMALL), progress=False))
+    again = FineGrainedDataset(
+        generate_finegrained(tmp_path / "again", FineGrainedConfig(**SMALL), progress=False)
+    )
     np.testing.assert_array_equal(again.image(3), ds.image(3))
     assert again.fingerprint == ds.fingerprint
 

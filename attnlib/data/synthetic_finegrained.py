@@ -49,7 +49,15 @@ from attnlib.data.splits import balanced_split
 GENERATOR_VERSION = "1"
 SPLITS = ("train", "test")
 LABEL_COLUMNS = ("id", "label", "split", "distractor")
-PART_COLUMNS = ("id", "part_row", "part_col", "part_radius", "distractor_row0", "distractor_col0", "distractor_size")
+PART_COLUMNS = (
+    "id",
+    "part_row",
+    "part_col",
+    "part_radius",
+    "distractor_row0",
+    "distractor_col0",
+    "distractor_size",
+)
 BUBBLE_COLUMNS = ("image", "worker", "x", "y", "radius")
 #: Head colour shift at ``evidence_strength`` 1 (image values in [0, 1]).
 EVIDENCE_AMPLITUDE = 0.06
@@ -100,11 +108,15 @@ class FineGrainedConfig:
             "part_radius must lie in [2, size // 8]": 2 <= self.part_radius <= self.size // 8,
             "distractor_size must lie in [4, size // 3]": 4 <= self.distractor_size <= self.size // 3,
             "distractor_correlation_train must lie in [0, 1]": 0 <= self.distractor_correlation_train <= 1,
-            "n_annotators and bubbles_per_annotator must be >= 1": min(self.n_annotators, self.bubbles_per_annotator) >= 1,
+            "n_annotators and bubbles_per_annotator must be >= 1": min(
+                self.n_annotators, self.bubbles_per_annotator
+            )
+            >= 1,
             "annotator_jitter must be >= 0": self.annotator_jitter >= 0,
             "annotator_miss must lie in [0, 1]": 0 <= self.annotator_miss <= 1,
             "split_fractions must be (train, test), positive, summing to 1": len(self.split_fractions) == 2
-            and min(self.split_fractions) > 0 and abs(sum(self.split_fractions) - 1) < 1e-9,
+            and min(self.split_fractions) > 0
+            and abs(sum(self.split_fractions) - 1) < 1e-9,
             "seed and split_seed must be >= 0": min(self.seed, self.split_seed) >= 0,
         }
         problems = [f"{rule} ({self._shown(rule)})" for rule, ok in checks.items() if not ok]
@@ -170,9 +182,17 @@ def _scene(index: int, config: FineGrainedConfig) -> dict[str, Any]:
             break
     else:  # pragma: no cover - 100 failed draws would mean an impossible config
         raise RuntimeError(f"could not place the bird and the distractor of image {index} in {s} px")
-    return {"centre": centre, "angle": angle, "axes": axes, "head": head, "corner": corner,
-            "tint": rng.uniform(0.35, 0.6), "background": rng.normal(size=(s, s, 3)),
-            "bg_colour": rng.uniform(0.25, 0.6, size=3), "noise": rng.normal(size=(s, s, 3))}
+    return {
+        "centre": centre,
+        "angle": angle,
+        "axes": axes,
+        "head": head,
+        "corner": corner,
+        "tint": rng.uniform(0.35, 0.6),
+        "background": rng.normal(size=(s, s, 3)),
+        "bg_colour": rng.uniform(0.25, 0.6, size=3),
+        "noise": rng.normal(size=(s, s, 3)),
+    }
 
 
 def _render(scene: dict[str, Any], label: int, distractor: int, config: FineGrainedConfig) -> np.ndarray:
@@ -190,7 +210,7 @@ def _render(scene: dict[str, Any], label: int, distractor: int, config: FineGrai
     shift = EVIDENCE_AMPLITUDE * config.evidence_strength * class_colours(config.n_classes)[label]
     image[head] = bird + shift
     r0, c0 = scene["corner"]
-    image[r0:r0 + d, c0:c0 + d] = distractor_colours(config.n_classes)[distractor]
+    image[r0 : r0 + d, c0 : c0 + d] = distractor_colours(config.n_classes)[distractor]
     image = image + NOISE * scene["noise"]
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
@@ -209,7 +229,15 @@ def _bubbles(image_id: str, index: int, scene: dict[str, Any], config: FineGrain
             else:
                 row, col = scene["head"] + rng.normal(scale=config.annotator_jitter * r, size=2)
             radius = rng.uniform(0.8, 1.6) * r
-            rows.append((image_id, f"w{worker}", float(np.clip(col, 0, s - 1)), float(np.clip(row, 0, s - 1)), float(radius)))
+            rows.append(
+                (
+                    image_id,
+                    f"w{worker}",
+                    float(np.clip(col, 0, s - 1)),
+                    float(np.clip(row, 0, s - 1)),
+                    float(radius),
+                )
+            )
     return rows
 
 
@@ -229,7 +257,8 @@ def _write_dataset(root: Path, config: FineGrainedConfig, progress: bool) -> dic
         parts.append((ids[i], *scene["head"], config.part_radius, *scene["corner"], config.distractor_size))
         bubbles.extend(_bubbles(ids[i], i, scene, config))
     pd.DataFrame({"id": ids, "label": labels, "split": split, "distractor": distractor}).to_csv(
-        root / "labels.csv", index=False)
+        root / "labels.csv", index=False
+    )
     pd.DataFrame(parts, columns=list(PART_COLUMNS)).to_csv(root / "parts.csv", index=False)
     pd.DataFrame(bubbles, columns=list(BUBBLE_COLUMNS)).to_csv(root / "bubbles.csv", index=False)
     agree = distractor == labels
@@ -242,14 +271,21 @@ def _write_dataset(root: Path, config: FineGrainedConfig, progress: bool) -> dic
     }
 
 
-def generate_finegrained(out: Path, config: FineGrainedConfig = FineGrainedConfig(), progress: bool = True) -> Path:
+def generate_finegrained(
+    out: Path, config: FineGrainedConfig = FineGrainedConfig(), progress: bool = True
+) -> Path:
     """Write the synthetic fine-grained set for ``config`` to ``out`` (layout: module docstring); returns ``out``.
 
     Deterministic; an ``out`` holding the same config's output is returned untouched, anything else
     raises ``FileExistsError``; written to a temporary sibling renamed at the end.
     """
-    return generate_folder(out, kind="synthetic fine-grained", config=config.to_dict(), version=GENERATOR_VERSION,
-                           write=lambda staging: _write_dataset(staging, config, progress))
+    return generate_folder(
+        out,
+        kind="synthetic fine-grained",
+        config=config.to_dict(),
+        version=GENERATOR_VERSION,
+        write=lambda staging: _write_dataset(staging, config, progress),
+    )
 
 
 @dataclass(eq=False)
@@ -269,7 +305,9 @@ class FineGrainedDataset(Dataset):
         if not config_path.is_file():
             raise FineGrainedFormatError(f"{config_path}: not found (not a synthetic fine-grained folder)")
         try:
-            self.config = FineGrainedConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))["config"])
+            self.config = FineGrainedConfig.from_dict(
+                json.loads(config_path.read_text(encoding="utf-8"))["config"]
+            )
         except (ValueError, KeyError, TypeError) as err:
             raise FineGrainedFormatError(f"{config_path}: unreadable configuration ({err})") from err
         self.label_names = [f"species_{k}" for k in range(self.config.n_classes)]
@@ -277,7 +315,9 @@ class FineGrainedDataset(Dataset):
         parts = self._table("parts.csv", PART_COLUMNS)
         table = labels.merge(parts, on="id", how="left", validate="one_to_one")
         if table["part_row"].isna().any():
-            raise FineGrainedFormatError(f"{self.root / 'parts.csv'}: no part for ids {table.loc[table['part_row'].isna(), 'id'].tolist()[:5]}")
+            raise FineGrainedFormatError(
+                f"{self.root / 'parts.csv'}: no part for ids {table.loc[table['part_row'].isna(), 'id'].tolist()[:5]}"
+            )
         if self.split is not None:
             table = table[table["split"] == self.split]
         self.metadata = table.reset_index(drop=True)
@@ -306,16 +346,23 @@ class FineGrainedDataset(Dataset):
         except (OSError, SyntaxError, ValueError) as err:
             raise FineGrainedFormatError(f"{path}: unreadable image ({err})") from err
         if pixels.shape[:2] != (self.config.size, self.config.size):
-            raise FineGrainedFormatError(f"{path}: expected {self.config.size} x {self.config.size} px, got {pixels.shape[:2]}")
+            raise FineGrainedFormatError(
+                f"{path}: expected {self.config.size} x {self.config.size} px, got {pixels.shape[:2]}"
+            )
         return (pixels.transpose(2, 0, 1).astype(np.float32) / 255.0).copy()
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        return {"idx": i, "id": self.metadata.at[i, "id"], "img": torch.from_numpy(self.image(i)), "lab": int(self.labels[i])}
+        return {
+            "idx": i,
+            "id": self.metadata.at[i, "id"],
+            "img": torch.from_numpy(self.image(i)),
+            "lab": int(self.labels[i]),
+        }
 
     def evidence_mask(self, i: int) -> np.ndarray:
         """The head (the class evidence) of image ``i`` as an H x W bool mask."""
         row = self.metadata.iloc[i]
-        rows, cols = np.mgrid[0:self.config.size, 0:self.config.size]
+        rows, cols = np.mgrid[0 : self.config.size, 0 : self.config.size]
         return (rows - row["part_row"]) ** 2 + (cols - row["part_col"]) ** 2 <= row["part_radius"] ** 2
 
     def distractor_mask(self, i: int) -> np.ndarray:
@@ -323,7 +370,7 @@ class FineGrainedDataset(Dataset):
         row = self.metadata.iloc[i]
         mask = np.zeros((self.config.size, self.config.size), dtype=bool)
         r0, c0, d = int(row["distractor_row0"]), int(row["distractor_col0"]), int(row["distractor_size"])
-        mask[r0:r0 + d, c0:c0 + d] = True
+        mask[r0 : r0 + d, c0 : c0 + d] = True
         return mask
 
     def bubbles(self, i: int) -> pd.DataFrame:

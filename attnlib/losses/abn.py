@@ -14,7 +14,9 @@ def map_distance(predicted: Tensor, edited: Tensor) -> Tensor:
     The norm itself, not its square and not a mean over pixels.
     """
     if predicted.shape != edited.shape:
-        raise ValueError(f"predicted map {tuple(predicted.shape)} and edited map {tuple(edited.shape)} differ in shape")
+        raise ValueError(
+            f"predicted map {tuple(predicted.shape)} and edited map {tuple(edited.shape)} differ in shape"
+        )
     return (edited - predicted).flatten(1).norm(p=2, dim=1)
 
 

@@ -101,7 +101,10 @@ class StudyData:
 
 
 def load_data(
-    dataset: str = "synthetic", data_root: str | Path | None = None, profile: str | None = None, **synthetic: Any
+    dataset: str = "synthetic",
+    data_root: str | Path | None = None,
+    profile: str | None = None,
+    **synthetic: Any,
 ) -> StudyData:
     """The study's data: ``synthetic`` (the fine-grained default, generated on first use; ``data_root``
     a folder of ``generate_finegrained``), ``cub`` (CUB-200-2010, official train/test lists, bubbles from
@@ -112,11 +115,15 @@ def load_data(
         raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
     settings = study_settings(profile)
     if dataset == "synthetic":
-        return _synthetic(Path(data_root) if data_root is not None else synthetic_finegrained(profile, **synthetic))
+        return _synthetic(
+            Path(data_root) if data_root is not None else synthetic_finegrained(profile, **synthetic)
+        )
     if data_root is None:
         raise ValueError(f"dataset {dataset!r} needs data_root (the real data's folder)")
     size = int(settings["image_size"])
-    return _cub(Path(data_root), size) if dataset == "cub" else _idrid(Path(data_root), size, settings["folds"])
+    return (
+        _cub(Path(data_root), size) if dataset == "cub" else _idrid(Path(data_root), size, settings["folds"])
+    )
 
 
 def _synthetic(root: Path) -> StudyData:
@@ -126,7 +133,10 @@ def _synthetic(root: Path) -> StudyData:
     cfg = everything.config
     size = (cfg.size, cfg.size)
     return StudyData(
-        "synthetic", images, [(np.flatnonzero(split == "train"), np.flatnonzero(split == "test"))], "seeds",
+        "synthetic",
+        images,
+        [(np.flatnonzero(split == "train"), np.flatnonzero(split == "test"))],
+        "seeds",
         f"synthetic fine-grained set {root.name}: {cfg.n_images} images {cfg.size}x{cfg.size}, {cfg.n_classes} "
         f"classes decided by a {cfg.part_radius}-px head (evidence strength {cfg.evidence_strength}), a distractor "
         f"agreeing with the label with p = {cfg.distractor_correlation_train} in training and at chance in test, "
@@ -151,32 +161,54 @@ def _cub(root: Path, size: int) -> StudyData:
                 rows = table[table["image"] == sample_id]
                 if len(rows):
                     bubbles[sample_id] = (rows.reset_index(drop=True), ds.original_size(i))
-    return StudyData("cub", images, [(np.arange(n_train), np.arange(n_train, len(images)))], "seeds",
-                     f"CUB-200-2010, official train/test lists, {size}x{size}; bubbles for {len(bubbles)} images",
-                     evidence=evidence, bubbles=bubbles)
+    return StudyData(
+        "cub",
+        images,
+        [(np.arange(n_train), np.arange(n_train, len(images)))],
+        "seeds",
+        f"CUB-200-2010, official train/test lists, {size}x{size}; bubbles for {len(bubbles)} images",
+        evidence=evidence,
+        bubbles=bubbles,
+    )
 
 
 def _idrid(root: Path, size: int, folds: int) -> StudyData:
     ds = IDRiDLesions(root, image_size=size)
     images = ArrayDataset.from_dataset(ds, "IDRiD lesions")
     lesions = {images.ids[i]: ds.lesion_mask(i) for i in range(len(images))}
-    return StudyData("idrid", images, stratified_folds(images.labels.tolist(), folds, seed=0), "folds",
-                     f"IDRiD lesion task: {int((images.labels == 1).sum())} diseased vs {int((images.labels == 0).sum())} "
-                     f"healthy, {size}x{size}, {folds}-fold CV", evidence={k: v for k, v in lesions.items() if v.any()},
-                     lesions=lesions)
+    return StudyData(
+        "idrid",
+        images,
+        stratified_folds(images.labels.tolist(), folds, seed=0),
+        "folds",
+        f"IDRiD lesion task: {int((images.labels == 1).sum())} diseased vs {int((images.labels == 0).sum())} "
+        f"healthy, {size}x{size}, {folds}-fold CV",
+        evidence={k: v for k, v in lesions.items() if v.any()},
+        lesions=lesions,
+    )
 
 
 def _concat(a: ArrayDataset, b: ArrayDataset) -> ArrayDataset:
-    return ArrayDataset(torch.cat([a.images, b.images]), [*a.labels, *b.labels], [*a.ids, *b.ids],
-                        a.label_names, f"{a.fingerprint}+{b.fingerprint}")
+    return ArrayDataset(
+        torch.cat([a.images, b.images]),
+        [*a.labels, *b.labels],
+        [*a.ids, *b.ids],
+        a.label_names,
+        f"{a.fingerprint}+{b.fingerprint}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- maps
 
 
 def human_map(
-    data: StudyData, sample_id: str, source: str, network_map: np.ndarray, settings: Mapping[str, Any],
-    model_key: str | None = None, checkpoint: str | None = None,
+    data: StudyData,
+    sample_id: str,
+    source: str,
+    network_map: np.ndarray,
+    settings: Mapping[str, Any],
+    model_key: str | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[np.ndarray, Provenance]:
     """The human map of ``sample_id`` at ``network_map``'s grid, and its provenance.
 
@@ -189,30 +221,53 @@ def human_map(
         raise ValueError(f"map source {source!r} is not available for {data.name}; available: {data.sources}")
     if source == "editor":
         if sample_id not in data.evidence:
-            return network_map.astype(np.float32), Provenance("simulated", grid, data.image_size, (),
-                                                               "simulated editor (no evidence: unchanged)", model_key, checkpoint)
+            return network_map.astype(np.float32), Provenance(
+                "simulated",
+                grid,
+                data.image_size,
+                (),
+                "simulated editor (no evidence: unchanged)",
+                model_key,
+                checkpoint,
+            )
         edited, strokes = simulate_edit(network_map, data.evidence[sample_id], budget=settings["edit_budget"])
-        return edited, Provenance("simulated", grid, data.image_size, strokes, "simulated editor", model_key, checkpoint)
+        return edited, Provenance(
+            "simulated", grid, data.image_size, strokes, "simulated editor", model_key, checkpoint
+        )
     if source == "bubbles":
         if sample_id not in data.bubbles:
             raise KeyError(f"{data.name}: no bubbles for {sample_id}")
         frame, size = data.bubbles[sample_id]
-        return bubble_map(frame, size, settings.get("bubble_bandwidth"), out_size=grid), Provenance("bubbles", grid)
+        return bubble_map(frame, size, settings.get("bubble_bandwidth"), out_size=grid), Provenance(
+            "bubbles", grid
+        )
     return lesion_map(data.lesions[sample_id], grid), Provenance("segmentation", grid)
 
 
 @torch.no_grad()
-def network_maps(model: ABNet, dataset: ArrayDataset, device: torch.device, batch_size: int = 64) -> np.ndarray:
+def network_maps(
+    model: ABNet, dataset: ArrayDataset, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """The attention branch's map M of every item (N x h x w)."""
     model.to(device).eval()
-    out = [model(dataset.images[i:i + batch_size].to(device)).predicted_map[:, 0].cpu()
-           for i in range(0, len(dataset), batch_size)]
+    out = [
+        model(dataset.images[i : i + batch_size].to(device)).predicted_map[:, 0].cpu()
+        for i in range(0, len(dataset), batch_size)
+    ]
     return torch.cat(out).numpy()
 
 
 def edit_maps(
-    data: StudyData, dataset: ArrayDataset, model: ABNet, source: str, settings: Mapping[str, Any],
-    store: EditedMapStore, folder: str, model_key: str, checkpoint: str, device: torch.device,
+    data: StudyData,
+    dataset: ArrayDataset,
+    model: ABNet,
+    source: str,
+    settings: Mapping[str, Any],
+    store: EditedMapStore,
+    folder: str,
+    model_key: str,
+    checkpoint: str,
+    device: torch.device,
 ) -> dict[str, EditedMap]:
     """Human maps of every item of ``dataset`` against ``model``'s maps, saved under ``store/folder``."""
     maps = network_maps(model, dataset, device)
@@ -230,24 +285,48 @@ def edit_maps(
 def train_config(settings: Mapping[str, Any], stage: Literal["train", "finetune"]) -> TrainConfig:
     """SGD + momentum with the profile's step decay; ``finetune`` uses the ``finetune`` sub-section."""
     part = settings if stage == "train" else {**settings, **settings["finetune"]}
-    return TrainConfig(epochs=int(part["epochs"]), batch_size=int(part["batch_size"]), optimizer="sgd_momentum",
-                       lr=float(part["lr"]), weight_decay=float(part["weight_decay"]), plateau_patience=None,
-                       lr_milestones=tuple(part.get("lr_milestones", ())), progress=bool(settings.get("progress", True)))
+    return TrainConfig(
+        epochs=int(part["epochs"]),
+        batch_size=int(part["batch_size"]),
+        optimizer="sgd_momentum",
+        lr=float(part["lr"]),
+        weight_decay=float(part["weight_decay"]),
+        plateau_patience=None,
+        lr_milestones=tuple(part.get("lr_milestones", ())),
+        progress=bool(settings.get("progress", True)),
+    )
 
 
 def build_abn(settings: Mapping[str, Any], data: StudyData) -> ABNet:
     """The profile's ABN backbone for ``data``'s classes and channels."""
-    return create_abn(settings["backbone"], len(data.images.label_names), int(data.images.images.shape[1]),
-                      pretrained=settings["pretrained"])
+    return create_abn(
+        settings["backbone"],
+        len(data.images.label_names),
+        int(data.images.images.shape[1]),
+        pretrained=settings["pretrained"],
+    )
 
 
-def train_base(store: RunStore, data: StudyData, r: int, settings: Mapping[str, Any], profile: str,
-               device: str | None = None) -> RunResult:
+def train_base(
+    store: RunStore,
+    data: StudyData,
+    r: int,
+    settings: Mapping[str, Any],
+    profile: str,
+    device: str | None = None,
+) -> RunResult:
     """Replicate ``r``'s ABN trained with ``L_abn``; predictions ``train`` (for the selection) and ``last`` (test)."""
     train, test = data.replicate(r)
     cfg = train_config(settings, "train")
-    config = {"arm": "abn", "dataset": data.name, "replicate": r, "protocol": data.protocol,
-              "backbone": settings["backbone"], "pretrained": settings["pretrained"], "train": _plain(cfg)}
+    config = {
+        "arm": "abn",
+        "dataset": data.name,
+        "replicate": r,
+        "protocol": data.protocol,
+        "backbone": settings["backbone"],
+        "pretrained": settings["pretrained"],
+        "train": _plain(cfg),
+    }
     spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"train": train, "test": test}))
 
     def fn(workdir: Path) -> dict[str, Any]:
@@ -258,9 +337,12 @@ def train_base(store: RunStore, data: StudyData, r: int, settings: Mapping[str, 
         fit = trainer.fit(method, loaders["train"], None, workdir, r, eval_loaders={"test": loaders["test"]})
         frame, metrics = score(method, loaders["test"], trainer, train.label_names)
         in_order = make_loaders({"eval": train}, cfg.batch_size, r)["eval"]
-        return {"history": fit.history, "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
-                "predictions": {"last": frame, "train": trainer.predict(method, in_order)},
-                "states": {"last": fit.last_state}}
+        return {
+            "history": fit.history,
+            "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
+            "predictions": {"last": frame, "train": trainer.predict(method, in_order)},
+            "states": {"last": fit.last_state},
+        }
 
     return store.run(spec, fn)
 
@@ -273,8 +355,16 @@ def load_abn(result: RunResult, settings: Mapping[str, Any], data: StudyData) ->
 
 
 def fine_tune(
-    store: RunStore, data: StudyData, r: int, base: RunResult, maps: Mapping[str, EditedMap | np.ndarray],
-    ids: Sequence[str], gamma: float, settings: Mapping[str, Any], profile: str, device: str | None = None,
+    store: RunStore,
+    data: StudyData,
+    r: int,
+    base: RunResult,
+    maps: Mapping[str, EditedMap | np.ndarray],
+    ids: Sequence[str],
+    gamma: float,
+    settings: Mapping[str, Any],
+    profile: str,
+    device: str | None = None,
 ) -> RunResult:
     """Fine-tune ``base``'s ABN on the samples ``ids`` with their ``maps`` (Eqs. 1-3, branches only).
 
@@ -283,8 +373,15 @@ def fine_tune(
     train, test = data.replicate(r)
     cfg = train_config(settings, "finetune")
     subset = EditedMapDataset(train, maps, ids)
-    config = {"arm": "abn+ft", "gamma": float(gamma), "base": base.spec.key, "dataset": data.name, "replicate": r,
-              "n_samples": len(subset), "train": _plain(cfg)}
+    config = {
+        "arm": "abn+ft",
+        "gamma": float(gamma),
+        "base": base.spec.key,
+        "dataset": data.name,
+        "replicate": r,
+        "n_samples": len(subset),
+        "train": _plain(cfg),
+    }
     spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"train": subset, "test": test}))
 
     def fn(workdir: Path) -> dict[str, Any]:
@@ -295,8 +392,12 @@ def fine_tune(
         trainer = Trainer(cfg, device=device, checkpoint_every=settings["checkpoint_every"])
         fit = trainer.fit(method, loaders["train"], None, workdir, r, eval_loaders={"test": loaders["test"]})
         frame, metrics = score(method, loaders["test"], trainer, train.label_names)
-        return {"history": fit.history, "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
-                "predictions": {"last": frame}, "states": {"last": fit.last_state}}
+        return {
+            "history": fit.history,
+            "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
+            "predictions": {"last": frame},
+            "states": {"last": fit.last_state},
+        }
 
     return store.run(spec, fn)
 
@@ -309,17 +410,26 @@ def _plain(cfg: TrainConfig) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def table1_errors(model: ABNet, images: Tensor, labels: Tensor, maps: Tensor, device: torch.device) -> dict[str, float]:
+def table1_errors(
+    model: ABNet, images: Tensor, labels: Tensor, maps: Tensor, device: torch.device
+) -> dict[str, float]:
     """Top-1 error of ``images`` with M (before) and with ``maps`` fed in its place (after), no training."""
     model.to(device).eval()
     before = model(images.to(device)).perception_logits.argmax(1).cpu()
     after = model(images.to(device), attention_map=maps.to(device)).perception_logits.argmax(1).cpu()
-    return {"n": len(labels), "error_before": float((before != labels).float().mean()),
-            "error_after": float((after != labels).float().mean())}
+    return {
+        "n": len(labels),
+        "error_before": float((before != labels).float().mean()),
+        "error_after": float((after != labels).float().mean()),
+    }
 
 
 def explanation_scores(
-    models: Mapping[str, ABNet], images: Tensor, targets: Tensor, settings: Mapping[str, Any], device: torch.device,
+    models: Mapping[str, ABNet],
+    images: Tensor,
+    targets: Tensor,
+    settings: Mapping[str, Any],
+    device: torch.device,
 ) -> pd.DataFrame:
     """Per image and explanation method: deletion, insertion (RISE), ROAD (grad-cam) and the MSE to ``targets``.
 
@@ -336,13 +446,30 @@ def explanation_scores(
         else:
             saliency = xai.abn_maps(model, images)
         scorer = xai.LogitsOnly(model)
-        curves = xai.deletion_insertion(scorer, images, saliency, step=int(settings["perturbation_step"]),
-                                        batch_size=int(settings["perturbation_batch"]))
-        road = xai.road_scores(scorer, images, saliency) if settings["road"] else torch.full((len(images),), np.nan)
+        curves = xai.deletion_insertion(
+            scorer,
+            images,
+            saliency,
+            step=int(settings["perturbation_step"]),
+            batch_size=int(settings["perturbation_batch"]),
+        )
+        road = (
+            xai.road_scores(scorer, images, saliency)
+            if settings["road"]
+            else torch.full((len(images),), np.nan)
+        )
         mse = xai.map_mse(saliency.cpu(), targets)
         for i in range(len(images)):
-            rows.append({"image": i, "method": name, "deletion": float(curves["deletion"][i]),
-                         "insertion": float(curves["insertion"][i]), "road": float(road[i]), "mse": float(mse[i])})
+            rows.append(
+                {
+                    "image": i,
+                    "method": name,
+                    "deletion": float(curves["deletion"][i]),
+                    "insertion": float(curves["insertion"][i]),
+                    "road": float(road[i]),
+                    "mse": float(mse[i]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -365,12 +492,19 @@ class ReplicateResult:
 
 
 def run_replicate(
-    store: RunStore, data: StudyData, r: int, profile: str, device: str | None = None, source: str | None = None,
+    store: RunStore,
+    data: StudyData,
+    r: int,
+    profile: str,
+    device: str | None = None,
+    source: str | None = None,
 ) -> ReplicateResult:
     """Steps 1-4 of the module docstring for replicate ``r`` (each stage loaded when already stored)."""
     settings = study_settings(profile)
     source = source or settings["map_source"]
-    torch_device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch_device = (
+        torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     base = train_base(store, data, r, settings, profile, device)
     model = load_abn(base, settings, data)
     checkpoint = f"last (epoch {base.metrics['last_epoch']})"
@@ -379,44 +513,104 @@ def run_replicate(
     train, test = data.replicate(r)
     selected = select_samples(base.predictions["train"], settings["selection"], settings["edit_limit"])
     if not selected:
-        raise RuntimeError(f"replicate {r}: no training sample selected by {settings['selection']!r} "
-                           "(every training image classified correctly); use selection 'lowest_confidence'")
+        raise RuntimeError(
+            f"replicate {r}: no training sample selected by {settings['selection']!r} "
+            "(every training image classified correctly); use selection 'lowest_confidence'"
+        )
     position = {sample_id: i for i, sample_id in enumerate(train.ids)}
     chosen = train.subset([position[i] for i in selected])
-    maps = edit_maps(data, chosen, model, source, settings, maps_store, f"{folder}-train", base.spec.key,
-                     checkpoint, torch_device)
+    maps = edit_maps(
+        data,
+        chosen,
+        model,
+        source,
+        settings,
+        maps_store,
+        f"{folder}-train",
+        base.spec.key,
+        checkpoint,
+        torch_device,
+    )
     fine = fine_tune(store, data, r, base, maps, selected, settings["gamma"], settings, profile, device)
     control = fine_tune(store, data, r, base, maps, selected, 0.0, settings, profile, device)
-    explain = _explain(store, data, r, base, fine, model, source, settings, profile, maps_store, folder, checkpoint,
-                       torch_device)
+    explain = _explain(
+        store,
+        data,
+        r,
+        base,
+        fine,
+        model,
+        source,
+        settings,
+        profile,
+        maps_store,
+        folder,
+        checkpoint,
+        torch_device,
+    )
     return ReplicateResult(r, base, fine, control, explain, maps_store.root / folder, selected)
 
 
-def _explain(store: RunStore, data: StudyData, r: int, base: RunResult, fine: RunResult, model: ABNet, source: str,
-             settings: Mapping[str, Any], profile: str, maps_store: EditedMapStore, folder: str, checkpoint: str,
-             device: torch.device) -> RunResult:
+def _explain(
+    store: RunStore,
+    data: StudyData,
+    r: int,
+    base: RunResult,
+    fine: RunResult,
+    model: ABNet,
+    source: str,
+    settings: Mapping[str, Any],
+    profile: str,
+    maps_store: EditedMapStore,
+    folder: str,
+    checkpoint: str,
+    device: torch.device,
+) -> RunResult:
     _, test = data.replicate(r)
     n = min(int(settings["n_explain"]), len(test))
-    config = {"arm": "explain", "base": base.spec.key, "fine_tuned": fine.spec.key, "source": source, "n": n,
-              **{k: settings[k] for k in ("perturbation_step", "road", "edit_budget")}}
+    config = {
+        "arm": "explain",
+        "base": base.spec.key,
+        "fine_tuned": fine.spec.key,
+        "source": source,
+        "n": n,
+        **{k: settings[k] for k in ("perturbation_step", "road", "edit_budget")},
+    }
     spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"test": test}))
 
     def fn(workdir: Path) -> dict[str, Any]:
         seed_everything(r)
-        maps = edit_maps(data, test, model, source, settings, maps_store, f"{folder}-test", base.spec.key,
-                         checkpoint, device)
+        maps = edit_maps(
+            data,
+            test,
+            model,
+            source,
+            settings,
+            maps_store,
+            f"{folder}-test",
+            base.spec.key,
+            checkpoint,
+            device,
+        )
         target = torch.stack([torch.from_numpy(maps[i].map) for i in test.ids])
         labels = torch.as_tensor(test.labels)
         wrong = torch.from_numpy(base.predictions["last"]["pred"].to_numpy() != test.labels)
-        table1 = table1_errors(model, test.images[wrong], labels[wrong], target[wrong][:, None], device) \
-            if wrong.any() else {"n": 0, "error_before": float("nan"), "error_after": float("nan")}
+        table1 = (
+            table1_errors(model, test.images[wrong], labels[wrong], target[wrong][:, None], device)
+            if wrong.any()
+            else {"n": 0, "error_before": float("nan"), "error_after": float("nan")}
+        )
         tuned = ABNFineTune(build_abn(settings, data), settings["gamma"])
         tuned.load_state_dict(fine.state_dict("last"))
-        scores = explanation_scores({"base": model, "fine-tuned": tuned.model}, test.images[:n], target[:n],
-                                    settings, device)
+        scores = explanation_scores(
+            {"base": model, "fine-tuned": tuned.model}, test.images[:n], target[:n], settings, device
+        )
         scores.insert(0, "id", [test.ids[i] for i in scores["image"]])
-        return {"history": pd.DataFrame({"epoch": []}), "metrics": {"table1": table1},
-                "predictions": {"explanations": scores}}
+        return {
+            "history": pd.DataFrame({"epoch": []}),
+            "metrics": {"table1": table1},
+            "predictions": {"explanations": scores},
+        }
 
     return store.run(spec, fn)
 
@@ -427,8 +621,10 @@ def _explain(store: RunStore, data: StudyData, r: int, base: RunResult, fine: Ru
 def training_curves(result: ReplicateResult) -> dict[str, pd.DataFrame]:
     """Per-epoch histories of a replicate's three runs, the fine-tuning epochs numbered on from the ABN's last."""
     offset = int(result.base.metrics["last_epoch"])
-    shifted = {name: run.history.assign(epoch=run.history["epoch"] + offset)
-               for name, run in ((ARMS[1], result.fine_tuned), (ARMS[2], result.control))}
+    shifted = {
+        name: run.history.assign(epoch=run.history["epoch"] + offset)
+        for name, run in ((ARMS[1], result.fine_tuned), (ARMS[2], result.control))
+    }
     return {ARMS[0]: result.base.history, **shifted}
 
 
@@ -437,8 +633,15 @@ def accuracy_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     rows = []
     for res in results:
         for arm, run in zip(ARMS, (res.base, res.fine_tuned, res.control), strict=True):
-            rows.append({"replicate": res.replicate, "arm": arm, "accuracy": run.metrics["last"]["accuracy"],
-                         "epoch": run.metrics["last_epoch"], "n_finetune": len(res.selected)})
+            rows.append(
+                {
+                    "replicate": res.replicate,
+                    "arm": arm,
+                    "accuracy": run.metrics["last"]["accuracy"],
+                    "epoch": run.metrics["last_epoch"],
+                    "n_finetune": len(res.selected),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -447,7 +650,9 @@ def explanation_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     parts = []
     for res in results:
         frame = res.explain.predictions["explanations"]
-        means = frame.groupby("method", sort=False)[["deletion", "insertion", "road", "mse"]].mean().reset_index()
+        means = (
+            frame.groupby("method", sort=False)[["deletion", "insertion", "road", "mse"]].mean().reset_index()
+        )
         means.insert(0, "replicate", res.replicate)
         parts.append(means)
     return pd.concat(parts, ignore_index=True)
@@ -458,28 +663,50 @@ def table1_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     return pd.DataFrame([{"replicate": res.replicate, **res.table1} for res in results])
 
 
-def paired_tests(frame: pd.DataFrame, metric: str, group: str, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+def paired_tests(
+    frame: pd.DataFrame, metric: str, group: str, pairs: Sequence[tuple[str, str]]
+) -> pd.DataFrame:
     """Paired t-tests (over replicates) of ``metric`` for each (a, b) in ``pairs``, plus the one-way ANOVA."""
-    rows = [{"comparison": f"{a} vs {b}", "metric": metric, "test": "paired t",
-             **paired_t_test(frame, metric, group, a, b, pair="replicate")} for a, b in pairs]
+    rows = [
+        {
+            "comparison": f"{a} vs {b}",
+            "metric": metric,
+            "test": "paired t",
+            **paired_t_test(frame, metric, group, a, b, pair="replicate"),
+        }
+        for a, b in pairs
+    ]
     anova = one_way_anova(frame, metric, group)
-    rows.append({"comparison": f"all {frame[group].nunique()} {group}s", "metric": metric, "test": "one-way ANOVA",
-                 "p": anova["p"], "F": anova["F"]})
+    rows.append(
+        {
+            "comparison": f"all {frame[group].nunique()} {group}s",
+            "metric": metric,
+            "test": "one-way ANOVA",
+            "p": anova["p"],
+            "F": anova["F"],
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def verdict(accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0.05) -> str:
     """One computed sentence: did fine-tuning with edited maps improve accuracy and the explanation metrics?"""
     acc = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[0], pair="replicate")
-    parts = [f"fine-tuning with edited maps changed test accuracy by {acc['mean_a'] - acc['mean_b']:+.3f} "
-             f"({_signif(acc, alpha, higher=True)}, paired t-test p = {acc['p']:.3g})"]
+    parts = [
+        f"fine-tuning with edited maps changed test accuracy by {acc['mean_a'] - acc['mean_b']:+.3f} "
+        f"({_signif(acc, alpha, higher=True)}, paired t-test p = {acc['p']:.3g})"
+    ]
     control = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[2], pair="replicate")
-    parts.append(f"against the same fine-tuning without maps (gamma = 0) by {control['mean_a'] - control['mean_b']:+.3f} "
-                 f"(p = {control['p']:.3g})")
+    parts.append(
+        f"against the same fine-tuning without maps (gamma = 0) by {control['mean_a'] - control['mean_b']:+.3f} "
+        f"(p = {control['p']:.3g})"
+    )
     for metric, higher in (("deletion", False), ("insertion", True), ("mse", False)):
         test = paired_t_test(explanations, metric, "method", "fine-tuned", "ABN", pair="replicate")
-        parts.append(f"{metric} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({_signif(test, alpha, higher)}, "
-                     f"p = {test['p']:.3g})")
+        parts.append(
+            f"{metric} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({_signif(test, alpha, higher)}, "
+            f"p = {test['p']:.3g})"
+        )
     return "On this data, " + "; ".join(parts) + "."
 
 
@@ -490,8 +717,13 @@ def _signif(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
     return f"not significant at p < {alpha}"
 
 
-def overlays(results: Sequence[ReplicateResult], data: StudyData, settings: Mapping[str, Any], n: int = 4,
-             device: str | None = None) -> dict[str, Any]:
+def overlays(
+    results: Sequence[ReplicateResult],
+    data: StudyData,
+    settings: Mapping[str, Any],
+    n: int = 4,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Images, and per image the ABN map, the edited map and the fine-tuned map (first replicate's test
     images: misclassified by the base model first), with titles, for ``plots.map_grid``."""
     res = results[0]
@@ -509,10 +741,15 @@ def overlays(results: Sequence[ReplicateResult], data: StudyData, settings: Mapp
     names = test.label_names
     return {
         "images": [img.permute(1, 2, 0).numpy() for img in subset.images],
-        "maps": [[maps_base[k], edited[sample_id].map, maps_tuned[k]] for k, sample_id in enumerate(subset.ids)],
-        "row_titles": [f"{sample_id}: true {names[test.labels[i]]}\nABN {names[before['pred'][i]]}, "
-                       f"fine-tuned {names[after['pred'][i]]}" for sample_id, i in zip(subset.ids, order, strict=True)],
+        "maps": [
+            [maps_base[k], edited[sample_id].map, maps_tuned[k]] for k, sample_id in enumerate(subset.ids)
+        ],
+        "row_titles": [
+            f"{sample_id}: true {names[test.labels[i]]}\nABN {names[before['pred'][i]]}, "
+            f"fine-tuned {names[after['pred'][i]]}"
+            for sample_id, i in zip(subset.ids, order, strict=True)
+        ],
         "col_titles": ["ABN map (M)", "edited map (M')", "fine-tuned map"],
         "selection": f"replicate {res.replicate}, last weights (ABN epoch {res.base.metrics['last_epoch']}, "
-                     f"fine-tuned epoch {res.fine_tuned.metrics['last_epoch']}); misclassified test images first",
+        f"fine-tuned epoch {res.fine_tuned.metrics['last_epoch']}); misclassified test images first",
     }
