@@ -8,6 +8,7 @@ and two processes generating the same data at once both end with one complete fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,11 +17,28 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "synthetic_config.json"
+_Config = TypeVar("_Config", bound="GeneratorConfig")
+
+
+class GeneratorConfig:
+    """Mixin of the generators' frozen config dataclasses: their JSON form, as saved in :data:`CONFIG_FILE`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready knobs (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: dict[str, Any]) -> _Config:
+        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError``."""
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}")
+        return cls(**data)
 
 
 def check_generated(out: Path, kind: str, config: Mapping[str, Any], version: str) -> None:

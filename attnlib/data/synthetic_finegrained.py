@@ -43,7 +43,7 @@ from scipy.ndimage import gaussian_filter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from attnlib.data.generated import CONFIG_FILE, generate_folder
+from attnlib.data.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 from attnlib.data.splits import balanced_split
 
 GENERATOR_VERSION = "1"
@@ -74,7 +74,7 @@ class FineGrainedFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class FineGrainedConfig:
+class FineGrainedConfig(GeneratorConfig):
     """Knobs of the synthetic fine-grained set (all saved in ``synthetic_config.json``).
 
     n_images (at least 2 per class), size (px, >= 48), n_classes (2-6), evidence_strength (>= 0),
@@ -127,17 +127,6 @@ class FineGrainedConfig:
         names = [f.name for f in dataclasses.fields(self) if f.name in rule]
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready knobs (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FineGrainedConfig:
-        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown FineGrainedConfig keys {unknown}")
-        return cls(**data)
 
 
 def class_colours(n_classes: int) -> np.ndarray:

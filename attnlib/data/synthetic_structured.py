@@ -33,7 +33,6 @@ Everything is written to a hidden temporary sibling folder renamed to ``out`` at
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -52,7 +51,7 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from attnlib.data.generated import CONFIG_FILE, generate_folder
+from attnlib.data.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 from attnlib.data.splits import balanced_split
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class StructuredFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class StructuredConfig:
+class StructuredConfig(GeneratorConfig):
     """Knobs of the synthetic structured set (all saved in ``synthetic_config.json``).
 
     n_images: images, classes of equal size (sizes differ by at most one); at least 2 per class.
@@ -137,17 +136,6 @@ class StructuredConfig:
         if problems:
             raise ValueError("invalid StructuredConfig: " + "; ".join(problems))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready knobs (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StructuredConfig:
-        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown StructuredConfig keys {unknown}")
-        return cls(**data)
 
 
 def region_box(config: StructuredConfig) -> tuple[int, int, int, int]:

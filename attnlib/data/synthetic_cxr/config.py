@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from attnlib.data.egd_cxr import LABEL_COLUMNS
+from attnlib.data.generated import GeneratorConfig
 
 GENERATOR_VERSION = "1"
 CUES = ("marker_presence", "marker_position")
@@ -39,7 +38,7 @@ def _rng(seed: int, stream: str, index: int = 0) -> np.random.Generator:
 
 
 @dataclass(frozen=True)
-class SyntheticCXRConfig:
+class SyntheticCXRConfig(GeneratorConfig):
     """Knobs of the synthetic EGD-CXR (all saved in ``synthetic_config.json``).
 
     n_images: images, in three classes of equal size (sizes differ by at most one); at least 3.
@@ -115,14 +114,3 @@ class SyntheticCXRConfig:
         if problems:
             raise ValueError("invalid SyntheticCXRConfig: " + "; ".join(problems))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready knobs (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyntheticCXRConfig:
-        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown SyntheticCXRConfig keys {unknown}")
-        return cls(**data)
