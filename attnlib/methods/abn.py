@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from attnlib.losses.abn import fine_tuning_loss
@@ -86,3 +87,18 @@ def select_samples(predictions: pd.DataFrame, rule: Selection, limit: int | None
 def _outputs(out: ABNOutput) -> dict[str, Tensor]:
     return {"logits": out.perception_logits, "attention_logits": out.attention_logits,
             "attention_map": out.predicted_map}
+
+
+@torch.no_grad()
+def table1_errors(
+    model: ABNet, images: Tensor, labels: Tensor, maps: Tensor, device: torch.device
+) -> dict[str, float]:
+    """Top-1 error of ``images`` with M (before) and with ``maps`` fed in its place (after), no training."""
+    model.to(device).eval()
+    before = model(images.to(device)).perception_logits.argmax(1).cpu()
+    after = model(images.to(device), attention_map=maps.to(device)).perception_logits.argmax(1).cpu()
+    return {
+        "n": len(labels),
+        "error_before": float((before != labels).float().mean()),
+        "error_after": float((after != labels).float().mean()),
+    }

@@ -38,8 +38,9 @@ from attnlib.data.idrid_lesions import IDRiDLesions
 from attnlib.data.splits import stratified_folds
 from attnlib.data.synthetic_finegrained import FineGrainedDataset
 from attnlib.edited_maps import EditedMap, EditedMapDataset, EditedMapStore, Provenance
+from attnlib.editor.session import EditorSession
 from attnlib.map_sources import bubble_map, lesion_map, simulate_edit
-from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples
+from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples, table1_errors
 from attnlib.models.abn import ABNet, create_abn
 from attnlib.profiles import load_profile
 from attnlib.seeding import seed_everything
@@ -279,6 +280,72 @@ def edit_maps(
     return out
 
 
+def edited_map_store(store: RunStore) -> EditedMapStore:
+    """The edited-map store beside a run store (``<runs>/edited_maps``), shared by the study and the editor."""
+    return EditedMapStore(store.root.parent / "edited_maps")
+
+
+def human_edits_folder(data: StudyData, base: RunResult, r: int) -> str:
+    """The store folder of the maps edited by hand against ``base`` (replicate ``r``'s ABN)."""
+    return f"{data.name}-human-{base.spec.key}-r{r}"
+
+
+def editor_session(
+    store: RunStore,
+    data: StudyData,
+    r: int,
+    profile: str,
+    order: str | Sequence[str] = "misclassified",
+    limit: int | None = None,
+    editor: str | None = None,
+    device: str | None = None,
+) -> EditorSession:
+    """An editing session on replicate ``r``'s training images against its trained ABN (trained now
+    when the run store lacks it), saving to :func:`human_edits_folder`.
+
+    ``order``: "misclassified" (the ABN's wrong training predictions), "lowest_confidence" (all, least
+    confident in the true class first), or a list of sample ids; ``limit`` keeps the first that many.
+    """
+    settings = study_settings(profile)
+    base = train_base(store, data, r, settings, profile, device)
+    train, _ = data.replicate(r)
+    if isinstance(order, str):
+        ids = select_samples(base.predictions["train"], order, limit)  # type: ignore[arg-type]
+    else:
+        ids = [str(i) for i in order][:limit]
+    if not ids:
+        raise ValueError(
+            f"replicate {r}: the order {order!r} selects no training image (e.g. none is misclassified); "
+            "use order='lowest_confidence' or a list of ids"
+        )
+    return EditorSession(
+        load_abn(base, settings, data),
+        train,
+        edited_map_store(store),
+        human_edits_folder(data, base, r),
+        ids,
+        model_key=base.spec.key,
+        checkpoint=_checkpoint(base),
+        editor=editor,
+        device=device,
+    )
+
+
+def _human_edits(maps_store: EditedMapStore, data: StudyData, base: RunResult, r: int) -> dict[str, EditedMap]:
+    folder = human_edits_folder(data, base, r)
+    maps = maps_store.load_all(folder)
+    if not maps:
+        raise FileNotFoundError(
+            f"replicate {r}: no hand-edited maps in {maps_store.root / folder}; edit them with "
+            "notebooks/04_attention_editor.ipynb (same profile, dataset and replicate) first"
+        )
+    return maps
+
+
+def _checkpoint(base: RunResult) -> str:
+    return f"last (epoch {base.metrics['last_epoch']})"
+
+
 # ------------------------------------------------------------------------------------------ training
 
 
@@ -409,21 +476,6 @@ def _plain(cfg: TrainConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
-def table1_errors(
-    model: ABNet, images: Tensor, labels: Tensor, maps: Tensor, device: torch.device
-) -> dict[str, float]:
-    """Top-1 error of ``images`` with M (before) and with ``maps`` fed in its place (after), no training."""
-    model.to(device).eval()
-    before = model(images.to(device)).perception_logits.argmax(1).cpu()
-    after = model(images.to(device), attention_map=maps.to(device)).perception_logits.argmax(1).cpu()
-    return {
-        "n": len(labels),
-        "error_before": float((before != labels).float().mean()),
-        "error_after": float((after != labels).float().mean()),
-    }
-
-
 def explanation_scores(
     models: Mapping[str, ABNet],
     images: Tensor,
@@ -498,8 +550,14 @@ def run_replicate(
     profile: str,
     device: str | None = None,
     source: str | None = None,
+    human_edits: bool = False,
 ) -> ReplicateResult:
-    """Steps 1-4 of the module docstring for replicate ``r`` (each stage loaded when already stored)."""
+    """Steps 1-4 of the module docstring for replicate ``r`` (each stage loaded when already stored).
+
+    ``human_edits``: fine-tune on the maps saved with the interactive editor for this replicate's ABN
+    (:func:`editor_session`, folder :func:`human_edits_folder`) instead of step 2's; the test maps of
+    Table 1 and the MSE still come from ``source``.
+    """
     settings = study_settings(profile)
     source = source or settings["map_source"]
     torch_device = (
@@ -507,30 +565,34 @@ def run_replicate(
     )
     base = train_base(store, data, r, settings, profile, device)
     model = load_abn(base, settings, data)
-    checkpoint = f"last (epoch {base.metrics['last_epoch']})"
-    maps_store = EditedMapStore(store.root.parent / "edited_maps")
+    checkpoint = _checkpoint(base)
+    maps_store = edited_map_store(store)
     folder = f"{data.name}-{source}-{base.spec.key}-r{r}"
     train, test = data.replicate(r)
-    selected = select_samples(base.predictions["train"], settings["selection"], settings["edit_limit"])
-    if not selected:
-        raise RuntimeError(
-            f"replicate {r}: no training sample selected by {settings['selection']!r} "
-            "(every training image classified correctly); use selection 'lowest_confidence'"
+    if human_edits:
+        maps = _human_edits(maps_store, data, base, r)
+        selected = list(maps)
+    else:
+        selected = select_samples(base.predictions["train"], settings["selection"], settings["edit_limit"])
+        if not selected:
+            raise RuntimeError(
+                f"replicate {r}: no training sample selected by {settings['selection']!r} "
+                "(every training image classified correctly); use selection 'lowest_confidence'"
+            )
+        position = {sample_id: i for i, sample_id in enumerate(train.ids)}
+        chosen = train.subset([position[i] for i in selected])
+        maps = edit_maps(
+            data,
+            chosen,
+            model,
+            source,
+            settings,
+            maps_store,
+            f"{folder}-train",
+            base.spec.key,
+            checkpoint,
+            torch_device,
         )
-    position = {sample_id: i for i, sample_id in enumerate(train.ids)}
-    chosen = train.subset([position[i] for i in selected])
-    maps = edit_maps(
-        data,
-        chosen,
-        model,
-        source,
-        settings,
-        maps_store,
-        f"{folder}-train",
-        base.spec.key,
-        checkpoint,
-        torch_device,
-    )
     fine = fine_tune(store, data, r, base, maps, selected, settings["gamma"], settings, profile, device)
     control = fine_tune(store, data, r, base, maps, selected, 0.0, settings, profile, device)
     explain = _explain(
