@@ -193,3 +193,30 @@ def test_training_curves_continue_after_the_base_epochs(replicates):
     last = int(results[0].base.metrics["last_epoch"])
     assert curves[abn.ARMS[0]]["epoch"].max() == last
     assert curves[abn.ARMS[1]]["epoch"].min() == last + 1 and curves[abn.ARMS[2]]["epoch"].min() == last + 1
+
+
+def test_editor_edits_fine_tune_through_the_study(data, replicates):
+    """Maps saved by the editor are what ``run_replicate(human_edits=True)`` fine-tunes on, unconverted."""
+    store, results = replicates
+    settings = abn.study_settings("smoke")
+    base = results[0].base
+    session = abn.editor_session(store, data, 0, base, settings, "lowest_confidence", 2, "tester", "cpu")
+    assert session.ids == results[0].selected[:2] and session.model_key == base.spec.key
+    assert session.folder == abn.human_edits_folder(data, base, 0)
+    saved = {}
+    for _ in session.ids:
+        session.paint({"mode": "add", "radius": 6.0, "points": [[10.0, 10.0], [30.0, 20.0]]})
+        session.save()
+        saved[session.sample_id] = session.edited_map
+        session.next()
+    res = abn.run_replicate(store, data, 0, "smoke", device="cpu", human_edits=True)
+    assert res.selected == sorted(saved) and res.fine_tuned.spec.config["n_samples"] == 2
+    assert res.base.spec.key == base.spec.key and res.fine_tuned.spec.key != results[0].fine_tuned.spec.key
+    stored = abn.edited_map_store(store).load_all(session.folder)
+    for sample_id, edited in saved.items():
+        np.testing.assert_array_equal(stored[sample_id].map, edited)
+        assert stored[sample_id].provenance.source == "editor"
+    with pytest.raises(FileNotFoundError, match="04_attention_editor"):
+        abn.run_replicate(store, data, 1, "smoke", device="cpu", human_edits=True)
+    with pytest.raises(ValueError, match="selects no training image"):
+        abn.editor_session(store, data, 0, base, settings, [], None, None, "cpu")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from attnlib.data.arrays import ArrayDataset
@@ -219,12 +220,13 @@ class EditorSession:
     # -------------------------------------------------------------------------------------- predictions
 
     @torch.no_grad()
-    def predictions(self, edited: bool = True) -> list[tuple[str, float]]:
-        """Top-k (class name, probability) of the perception branch, fed the edited map (``edited``) or M."""
+    def predictions(self, edited: bool = True, k: int | None = None) -> list[tuple[str, float]]:
+        """Top-k (default ``top_k``; class name, probability) of the perception branch, fed the edited
+        map (``edited``) or M."""
         x = self.image[None].to(self.device)
         attention = torch.from_numpy(self.edited_map)[None, None].to(self.device) if edited else None
         probs = self.model(x, attention_map=attention).perception_logits.softmax(1)[0].cpu()
-        top = probs.topk(self.top_k)
+        top = probs.topk(k or self.top_k)
         names = self.dataset.label_names
         return [(names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
 
@@ -239,7 +241,55 @@ class EditorSession:
         labels = torch.as_tensor(self.dataset.labels[index])
         return table1_errors(self.model, self.dataset.images[index], labels, maps, self.device)
 
+    def saved_edits(self) -> pd.DataFrame:
+        """One row per saved edit of this session's samples: true class, strokes, editor, time, and the
+        top-1 prediction with M and with the edited map."""
+        current, rows = self.index, []
+        try:
+            for sample_id, record in self.store.load_all(self.folder).items():
+                if sample_id not in self.ids:
+                    continue
+                self.open(sample_id)
+                with_m, with_edit = self.predictions(edited=False)[0], self.predictions()[0]
+                rows.append(
+                    {
+                        "id": sample_id,
+                        "true": self.label_name,
+                        "strokes": len(record.provenance.strokes),
+                        "editor": record.provenance.editor,
+                        "saved_utc": record.provenance.created_utc,
+                        "pred_with_M": with_m[0],
+                        "pred_with_edit": with_edit[0],
+                        "p_true_with_M": self._probability(edited=False),
+                        "p_true_with_edit": self._probability(edited=True),
+                    }
+                )
+        finally:
+            self.open(current)
+        return pd.DataFrame(rows)
+
+    def overview(self, n: int = 4) -> dict[str, Any]:
+        """Images, [M, edited map] per image and titles of the first ``n`` saved edits, for ``plots.map_grid``."""
+        current, out = self.index, {"images": [], "maps": [], "row_titles": []}
+        try:
+            for sample_id in [i for i in self.store.ids(self.folder) if i in self.ids][:n]:
+                self.open(sample_id)
+                saved = self.store.load(self.folder, sample_id).map
+                out["images"].append(self.image.permute(1, 2, 0).numpy())
+                out["maps"].append([self.network_map, saved])
+                out["row_titles"].append(
+                    f"{sample_id}: true {self.label_name}\nwith M {self.predictions(False)[0][0]}, "
+                    f"edited {self.predictions()[0][0]}"
+                )
+        finally:
+            self.open(current)
+        return {**out, "col_titles": ["network's map (M)", "saved edit (M')"]}
+
     # ------------------------------------------------------------------------------------------ private
+
+    def _probability(self, edited: bool) -> float:
+        """Probability of the true class with the edited map (``edited``) or M."""
+        return dict(self.predictions(edited, k=len(self.dataset.label_names)))[self.label_name]
 
     @torch.no_grad()
     def _network_map(self, image: torch.Tensor) -> np.ndarray:

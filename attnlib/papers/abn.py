@@ -294,20 +294,19 @@ def editor_session(
     store: RunStore,
     data: StudyData,
     r: int,
-    profile: str,
+    base: RunResult,
+    settings: Mapping[str, Any],
     order: str | Sequence[str] = "misclassified",
     limit: int | None = None,
     editor: str | None = None,
     device: str | None = None,
 ) -> EditorSession:
-    """An editing session on replicate ``r``'s training images against its trained ABN (trained now
-    when the run store lacks it), saving to :func:`human_edits_folder`.
+    """An editing session on replicate ``r``'s training images against ``base`` (its ABN,
+    :func:`train_base`), saving to :func:`human_edits_folder`.
 
     ``order``: "misclassified" (the ABN's wrong training predictions), "lowest_confidence" (all, least
     confident in the true class first), or a list of sample ids; ``limit`` keeps the first that many.
     """
-    settings = study_settings(profile)
-    base = train_base(store, data, r, settings, profile, device)
     train, _ = data.replicate(r)
     if isinstance(order, str):
         ids = select_samples(base.predictions["train"], order, limit)  # type: ignore[arg-type]
