@@ -67,8 +67,8 @@ def test_replicate_runs_every_stage_and_is_reloaded(data, replicates):
 def test_edited_maps_are_stored_with_provenance(data, replicates):
     _, results = replicates
     res = results[0]
-    store = EditedMapStore(res.maps_folder.parent)
-    train_maps = store.load_all(f"{res.maps_folder.name}-train")
+    store = EditedMapStore(res.train_maps.parent)
+    train_maps = store.load_all(res.train_maps.name)
     assert sorted(train_maps) == sorted(res.selected)
     record = train_maps[res.selected[0]]
     assert record.provenance.model_key == res.base.spec.key
@@ -88,7 +88,7 @@ def test_fine_tune_takes_maps_from_any_store(data, replicates, tmp_path):
     store, results = replicates
     res = results[0]
     settings = abn.study_settings("smoke")
-    maps = EditedMapStore(res.maps_folder.parent).load_all(f"{res.maps_folder.name}-train")
+    maps = EditedMapStore(res.train_maps.parent).load_all(res.train_maps.name)
     again = abn.fine_tune(
         store, data, 0, res.base, maps, res.selected, settings["gamma"], settings, "smoke", "cpu"
     )
@@ -211,6 +211,7 @@ def test_editor_edits_fine_tune_through_the_study(data, replicates):
         session.next()
     res = abn.run_replicate(store, data, 0, "smoke", device="cpu", human_edits=True)
     assert res.selected == sorted(saved) and res.fine_tuned.spec.config["n_samples"] == 2
+    assert res.train_maps == abn.edited_map_store(store).root / session.folder
     assert res.base.spec.key == base.spec.key and res.fine_tuned.spec.key != results[0].fine_tuned.spec.key
     stored = abn.edited_map_store(store).load_all(session.folder)
     for sample_id, edited in saved.items():

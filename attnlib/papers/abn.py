@@ -526,14 +526,16 @@ def explanation_scores(
 
 @dataclass
 class ReplicateResult:
-    """Everything one replicate produced: the three runs, the explanation run, the edited-map folder."""
+    """Everything one replicate produced: the three runs, the explanation run, the folders of the edited
+    maps fine-tuned on (``train_maps``) and fed to the test images (``test_maps``)."""
 
     replicate: int
     base: RunResult
     fine_tuned: RunResult
     control: RunResult
     explain: RunResult
-    maps_folder: Path
+    train_maps: Path
+    test_maps: Path
     selected: list[str]
 
     @property
@@ -609,7 +611,10 @@ def run_replicate(
         checkpoint,
         torch_device,
     )
-    return ReplicateResult(r, base, fine, control, explain, maps_store.root / folder, selected)
+    train_folder = human_edits_folder(data, base, r) if human_edits else f"{folder}-train"
+    return ReplicateResult(
+        r, base, fine, control, explain, maps_store.root / train_folder, maps_store.root / f"{folder}-test", selected
+    )
 
 
 def _explain(
@@ -793,7 +798,7 @@ def overlays(
     base = load_abn(res.base, settings, data)
     tuned = ABNFineTune(build_abn(settings, data), settings["gamma"])
     tuned.load_state_dict(res.fine_tuned.state_dict("last"))
-    edited = EditedMapStore(res.maps_folder.parent).load_all(f"{res.maps_folder.name}-test")
+    edited = EditedMapStore(res.test_maps.parent).load_all(res.test_maps.name)
     before, after = res.base.predictions["last"], res.fine_tuned.predictions["last"]
     order = np.argsort(before["pred"].to_numpy() == test.labels, kind="stable")[:n]
     subset = test.subset(order)
