@@ -77,11 +77,14 @@ def lab(tmp_path, monkeypatch):
     served.mkdir()
     notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), PARAMETERS)
     nbformat.write(notebook, served / NOTEBOOK.name)
-    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
+    lab_settings = {  # no news requests; start the notebook's kernel without the "Select Kernel" dialog
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    }
+    for name, values in lab_settings.items():
+        path = tmp_path / "lab-settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     env = {
         **os.environ,
         "ATTNLIB_HOME": str(home),
@@ -136,29 +139,30 @@ def test_paint_in_jupyterlab_changes_the_prediction_and_saves_the_stroke(lab):
         try:
             page.goto(f"{url}/lab/tree/{NOTEBOOK.name}")
             page.locator(".jp-NotebookPanel").wait_for(timeout=90_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
             widget = page.locator(".attnlib-editor")
             canvas = widget.locator("canvas.ae-paint")
-            canvas.wait_for(timeout=240_000)  # kernel start, data generation and the smoke ABN's training
+            _run_all_cells(page, canvas, timeout=240)  # kernel start, data generation, the smoke ABN's training
             widget.locator(".ae-top3 td").first.wait_for(timeout=30_000)
             widget.scroll_into_view_if_needed()
             before = widget.locator(".ae-top3").inner_text()
 
             widget.locator(".ae-mode[data-mode=remove]").click()
             widget.locator("input[data-trait=radius]").fill("16")
-            revision = widget.get_attribute("data-revision")
             box = canvas.bounding_box()
             y = box["y"] + 0.5 * box["height"]
             page.mouse.move(box["x"] + 0.1 * box["width"], y)
             page.mouse.down()
             page.mouse.move(box["x"] + 0.9 * box["width"], y, steps=12)
-            page.mouse.up()
-            page.wait_for_function(
-                "rev => document.querySelector('.attnlib-editor').dataset.revision !== rev", arg=revision
-            )
+            started = time.perf_counter()
+            _then_synced(page, widget, page.mouse.up)
+            latency = time.perf_counter() - started
             after = widget.locator(".ae-top3").inner_text()
             assert after != before, f"top-3 display did not change after the stroke:\n{before}"
+            print(f"stroke end -> new top-3 in the browser: {1000 * latency:.0f} ms")
+            assert latency < 5, f"the stroke took {latency:.1f} s to come back"
+            for action, expected in (("undo", before), ("redo", after)):  # the toolbar, through the kernel
+                _then_synced(page, widget, widget.locator(f".ae-button[data-action={action}]").click)
+                assert widget.locator(".ae-top3").inner_text() == expected, action
 
             widget.locator(".ae-button[data-action=save]").click()
             widget.locator(".ae-status[data-state=saved]").wait_for(timeout=30_000)
@@ -171,6 +175,36 @@ def test_paint_in_jupyterlab_changes_the_prediction_and_saves_the_stroke(lab):
             browser.close()
 
     _check_saved_stroke(home, box)
+
+
+def _run_all_cells(page, canvas, timeout: float) -> None:
+    """Run > Run All Cells once the kernel is idle, then wait for the editor. A kernel dialog is accepted,
+    and the command is repeated while no cell has started (the menu item is inert until the notebook's
+    session is ready)."""
+    dialog = page.locator(".jp-Dialog button.jp-mod-accept")
+    started = page.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]"))
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=90_000)
+    deadline, retry = time.monotonic() + timeout, 0.0
+    while not canvas.count():
+        if dialog.count():
+            dialog.first.click()
+        if not started.count() and time.monotonic() > retry:
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            retry = time.monotonic() + 10
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the editor did not appear within {timeout} s")
+        page.wait_for_timeout(500)
+    canvas.wait_for()
+
+
+def _then_synced(page, widget, act) -> None:
+    """Run ``act`` and wait until the kernel has handled it (the widget's revision changed)."""
+    revision = widget.get_attribute("data-revision")
+    act()
+    page.wait_for_function(
+        "rev => document.querySelector('.attnlib-editor').dataset.revision !== rev", arg=revision, timeout=30_000
+    )
 
 
 def _check_saved_stroke(home: Path, box: dict[str, float]) -> None:
