@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from attnlib.data.clickme import verify_clickme
 from attnlib.data.cub import verify_cub
 from attnlib.data.defaults import synthetic_egd_cxr, synthetic_finegrained, synthetic_structured
 from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
@@ -23,7 +24,7 @@ GENERATORS = ("egd-cxr", "structured", "finegrained")
 #: ``--cue`` values per generator (the fine-grained set always has its distractor).
 CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corner",), "finegrained": ()}
 #: Datasets with a manifest and a verifier (the synthetic generator and split file exist for EGD-CXR).
-VERIFIABLE = ("egd-cxr", "idrid", "jaffe", "cub", "idrid-lesions")
+VERIFIABLE = ("egd-cxr", "idrid", "jaffe", "cub", "idrid-lesions", "clickme")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--root", type=Path, required=True,
         help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid, idrid-lesions: the "
         "unpacked IDRiD folder; jaffe: the folder with the TIFFs and the README; cub: the folder with "
-        "images/, lists/ and annotations-mat/",
+        "images/, lists/ and annotations-mat/; clickme: a folder of .npz or TFRecord files, or one TFRecord "
+        "file",
     )
     ver.add_argument(
         "--mimic-root", type=Path, default=None, help="egd-cxr: MIMIC-CXR root (default: <root>/mimic-cxr)"
@@ -61,7 +63,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ver.add_argument(
         "--bubbles", type=Path, default=None, help="cub: a bubbles CSV (image,worker,x,y,radius) to check"
     )
-    ver.add_argument("--deep", action="store_true", help="also decode every image (and compare mask sizes)")
+    ver.add_argument(
+        "--deep", action="store_true",
+        help="also decode every image (and compare mask sizes; clickme: read and decode every record)",
+    )
     ver.set_defaults(handler=_verify)
 
     spl = cmds.add_parser("split", help="write a label-balanced 70/10/20 split file")
@@ -109,6 +114,8 @@ def _verify(args: argparse.Namespace) -> int:
         problems = verify_jaffe(args.root, deep=args.deep)
     elif args.dataset == "cub":
         counts, problems = verify_cub(args.root, args.bubbles, deep=args.deep)
+    elif args.dataset == "clickme":
+        counts, problems = verify_clickme(args.root, deep=args.deep)
     else:
         counts, problems = verify_idrid_lesions(args.root, deep=args.deep)
     for name, value in counts.items():

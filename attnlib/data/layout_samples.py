@@ -1,12 +1,13 @@
-"""Tiny, clearly synthetic samples of the real IDRiD, JAFFE and CUB-200-2010 layouts, with known content.
+"""Tiny, clearly synthetic samples of the IDRiD, JAFFE, CUB-200-2010 and ClickMe layouts, with known content.
 
 They serve the loaders' tests and the exploration notebooks' out-of-the-box runs (a user with the
 real data points a notebook at it instead). The files sit where, and are named as, in the real
 distributions (``data_manifests/idrid.yaml``, ``data_manifests/jaffe.yaml``,
-``data_manifests/cub200_2010.yaml``), but the pictures are drawings: a fundus as an orange disc with a
-vessel, an optic disc on one side and grade-dependent spots (lesion patches in the segmentation part);
-a face as a cartoon whose brows, eyes and mouth follow the posed expression; a bird as a coloured
-ellipse on a sky. The quirks of the real files are always there (IDRiD: a BOM, padded column names, an
+``data_manifests/cub200_2010.yaml``, ``data_manifests/clickme.yaml``), but the pictures are drawings: a
+fundus as an orange disc with a vessel, an optic disc on one side and grade-dependent spots (lesion
+patches in the segmentation part); a face as a cartoon whose brows, eyes and mouth follow the posed
+expression; a bird as a coloured ellipse on a sky; a ClickMe object as an ellipse on a gradient, its map
+a bump on it. The quirks of the real files are always there (IDRiD: a BOM, padded column names, an
 empty trailing column and row, lesion masks of {0, 76} and one with three channels, images lacking some
 lesion files; JAFFE: text around the ratings table, the "Fear Excluded" table after it, a second README
 without ratings, a rated key without an image, 8- and 16-bit TIFFs; CUB: a ``._`` resource fork listed
@@ -17,11 +18,14 @@ are keyword options.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.io
 from PIL import Image, ImageDraw
+from tfrecord.example_pb2 import Example
 
+from attnlib.data.clickme import encode_example, write_tfrecord
 from attnlib.data.cub import ANNOTATIONS_DIR, IMAGES_DIR, LISTS_DIR, annotation_file
 from attnlib.data.idrid import image_dir, label_file
 from attnlib.data.idrid_lesions import lesion_file, segmentation_image_dir
@@ -416,3 +420,103 @@ def write_cub_bubbles(path: str | Path, *, unknown_image: bool = False, outside_
     lines = ["image,worker,x,y,radius", *(f"{i},{w},{x:g},{y:g},{r:g}" for i, w, x, y, r in rows)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+#: The ClickMe sample's images, in item order: (split, ImageNet label, click count, bbox (ymin, xmin, ymax,
+#: xmax) of the object in pixels of the 256 x 256 image). The JPEG form stores neither count nor bbox.
+CLICKME_IMAGES: list[tuple[str, int, int, tuple[int, int, int, int]]] = [
+    ("train", 1, 12, (40, 60, 150, 200)),
+    ("train", 207, 7, (100, 20, 230, 120)),
+    ("train", 954, 20, (10, 10, 120, 120)),
+    ("val", 1, 9, (130, 140, 250, 250)),
+    ("val", 409, 15, (60, 90, 200, 170)),
+]
+CLICKME_SIZE = 256
+#: Files of each ClickMe form (relative to the sample's root) -> indices into :data:`CLICKME_IMAGES`: one
+#: .npz per image; GALA-era raw float32 TFRecords as TPU-style shards without a suffix; the later release's
+#: JPEG TFRecords in ``train/`` and ``val/``.
+CLICKME_FILES: dict[str, dict[str, list[int]]] = {
+    "npz": {
+        "train/00000.npz": [0], "train/00001.npz": [1], "train/00002.npz": [2], "val/00003.npz": [3],
+        "val/00004.npz": [4],
+    },
+    "raw": {"train-00000-of-00002": [0, 1], "train-00001-of-00002": [2], "val-00000-of-00001": [3, 4]},
+    "jpeg": {
+        "train/train-0.tfrecords": [0, 1], "train/train-1.tfrecords": [2], "val/val-0.tfrecords": [3, 4],
+    },
+}
+
+
+def clickme_arrays(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``k`` of :data:`CLICKME_IMAGES`: (256 x 256 x 3 float32 in [0, 1], 256 x 256 float32 map, max 1).
+
+    The image: a vertical grey-blue gradient with the object, a label-coloured ellipse filling the bbox.
+    The map: a Gaussian bump (peak 1) at the bbox's centre, its spreads a quarter of the bbox's sides.
+    """
+    _, label, _, (top, left, bottom, right) = CLICKME_IMAGES[k]
+    rows, cols = np.mgrid[0:CLICKME_SIZE, 0:CLICKME_SIZE].astype(np.float64)
+    image = np.empty((CLICKME_SIZE, CLICKME_SIZE, 3))
+    image[:] = np.stack([0.3 + 0.4 * rows / CLICKME_SIZE, 0.4 + 0.3 * rows / CLICKME_SIZE,
+                         np.full_like(rows, 0.8)], axis=-1)
+    cy, cx, ry, rx = (top + bottom) / 2, (left + right) / 2, (bottom - top) / 2, (right - left) / 2
+    inside = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1
+    image[inside] = ((label * 37) % 200 / 255 + 0.1, (label * 91) % 200 / 255 + 0.1, (label * 53) % 200 / 255)
+    heatmap = np.exp(-(((rows - cy) / (ry / 2)) ** 2 + ((cols - cx) / (rx / 2)) ** 2) / 2)
+    return image.astype(np.float32), heatmap.astype(np.float32)
+
+
+def write_clickme_sample(
+    root: str | Path,
+    form: Literal["npz", "raw", "jpeg"],
+    *,
+    truncated: bool = False,
+    corrupt_crc: bool = False,
+    missing_feature: str | None = None,
+) -> Path:
+    """Write the ClickMe sample (:data:`CLICKME_IMAGES`) in ``form`` into ``root`` and return ``root``.
+
+    Files as in :data:`CLICKME_FILES`; contents from :func:`clickme_arrays` with
+    :func:`attnlib.data.clickme.encode_example` (``raw``: float32 bytes with ``click_count`` and an int64
+    ``bbox``; ``jpeg``: JPEG bytes and the label only) or :func:`numpy.savez` (``npz``: ``image``,
+    ``heatmap``, ``label``, ``click_count``). Defects: ``truncated`` cuts the first training file's last
+    record (record 1) in the middle of its data; ``corrupt_crc`` flips a data byte of the first validation
+    file's record 0 (its header stays intact); ``missing_feature`` leaves that key out of the first
+    validation image. The first two apply to the TFRecord forms only.
+    """
+    if form == "npz" and (truncated or corrupt_crc):
+        raise ValueError("truncated and corrupt_crc apply to the TFRecord forms (raw, jpeg) only")
+    root = Path(root)
+    first_val = CLICKME_IMAGES.index(next(row for row in CLICKME_IMAGES if row[0] == "val"))
+    for n, (rel, indices) in enumerate(CLICKME_FILES[form].items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if form == "npz":
+            (k,) = indices
+            image, heatmap = clickme_arrays(k)
+            _, label, clicks, _ = CLICKME_IMAGES[k]
+            arrays = {"image": image, "heatmap": heatmap, "label": np.int64(label),
+                      "click_count": np.int64(clicks)}
+            if k == first_val and missing_feature is not None:
+                arrays.pop(missing_feature)
+            with path.open("wb") as f:
+                np.savez(f, **arrays)
+            continue
+        records = []
+        for k in indices:
+            image, heatmap = clickme_arrays(k)
+            _, label, clicks, bbox = CLICKME_IMAGES[k]
+            extra = {"click_count": clicks, "bbox": bbox} if form == "raw" else {}
+            data = encode_example(image, heatmap, label, jpeg=form == "jpeg", **extra)
+            if k == first_val and missing_feature is not None:
+                example = Example.FromString(data)
+                del example.features.feature[missing_feature]
+                data = example.SerializeToString()
+            records.append(data)
+        write_tfrecord(path, records)
+        if truncated and n == 0:
+            path.write_bytes(path.read_bytes()[: -(len(records[-1]) // 2)])
+        if corrupt_crc and indices[0] == first_val:
+            raw = bytearray(path.read_bytes())
+            raw[12 + len(records[0]) // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+    return root

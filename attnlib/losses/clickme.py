@@ -1,0 +1,113 @@
+"""The ClickMe map loss of GALA (Linsley et al., ICLR 2019, Sec. 4): attention volumes supervised by human maps.
+
+Paper (the default, ``variant="paper"``)::
+
+    L = CE + lambda * sum_l || R_l / ||R_l||_2  -  A_l / ||A_l||_2 ||_2
+
+with A_l the attention volume of GALA layer l reduced to one channel by the column-wise L2 norm over
+channels, R_l the human map resized (bicubic) to layer l's size, norms over the H x W positions of
+one image, and the batch mean of the per-image terms; lambda = 6.
+
+The public TensorFlow code differs (``variant="public"``, methods.md section 4): maps resized bilinearly
+with aligned corners; the volume reduced by the mean of squares over channels; both maps normalised
+by ``x / sqrt(sum x)``; ``0.5 * sum of squared differences`` per image; images without clicks masked
+out; the layer terms averaged (not summed); weight 1e-5 (:data:`PUBLIC_WEIGHT`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Variant = Literal["paper", "public"]
+#: lambda of the paper (chosen by its sweep over 0..18).
+PAPER_WEIGHT = 6.0
+#: The map-loss weight of the public code.
+PUBLIC_WEIGHT = 1e-5
+_EPS = 1e-12
+
+
+def reduce_volume(volume: Tensor, variant: Variant = "paper") -> Tensor:
+    """B x C x H x W -> B x H x W: the column-wise L2 norm over channels (paper) or the mean of squares
+    over channels (public code)."""
+    _check_variant(variant)
+    if volume.dim() != 4:
+        raise ValueError(f"attention volume must be B x C x H x W, got shape {tuple(volume.shape)}")
+    return volume.norm(dim=1) if variant == "paper" else volume.pow(2).mean(dim=1)
+
+
+def resize_map(human: Tensor, size: tuple[int, int], variant: Variant = "paper") -> Tensor:
+    """Human maps (B x 1 x h x w or B x h x w) resized to ``size``: bicubic (paper; the cubic's overshoot
+    below 0 is clipped, importance is non-negative) or bilinear with aligned corners (public code)."""
+    _check_variant(variant)
+    maps = human if human.dim() == 4 else human[:, None]
+    if maps.dim() != 4 or maps.shape[1] != 1:
+        raise ValueError(f"human maps must be B x 1 x h x w or B x h x w, got shape {tuple(human.shape)}")
+    if variant == "paper":
+        out = F.interpolate(maps.float(), size=size, mode="bicubic", align_corners=False).clamp_min(0)
+    else:
+        out = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=True)
+    return out[:, 0]
+
+
+def map_distance(reduced: Tensor, human: Tensor, variant: Variant = "paper") -> Tensor:
+    """Per-image distance between a reduced attention map and a same-size human map (both B x H x W).
+
+    Paper: ``|| R / ||R||_2 - A / ||A||_2 ||_2``; public code: ``0.5 * sum (R / sqrt(sum R) - A / sqrt(sum A))^2``.
+    A map that is all zeros stays all zeros after normalisation.
+    """
+    _check_variant(variant)
+    a, r = reduced.flatten(1), human.flatten(1).to(reduced.dtype)
+    if variant == "paper":
+        a = a / a.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        r = r / r.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        return (r - a).norm(dim=1)
+    a = a / a.sum(dim=1, keepdim=True).clamp_min(_EPS).sqrt()
+    r = r / r.sum(dim=1, keepdim=True).clamp_min(_EPS).sqrt()
+    return 0.5 * (r - a).pow(2).sum(dim=1)
+
+
+def clickme_map_loss(volumes: Sequence[Tensor], human: Tensor, variant: Variant = "paper") -> Tensor:
+    """The map term of the ClickMe loss over the supervised layers' volumes (each B x C x H x W).
+
+    Paper: the sum over layers of the batch mean of :func:`map_distance`. Public code: per layer the
+    mean over the images that have clicks (the others are masked out; a batch without clicks gives 0),
+    then the mean over layers.
+    """
+    if not volumes:
+        raise ValueError("clickme_map_loss needs at least one attention volume")
+    terms = []
+    has_clicks = human.flatten(1).sum(dim=1) > 0
+    for volume in volumes:
+        size = tuple(volume.shape[-2:])
+        distance = map_distance(reduce_volume(volume, variant), resize_map(human, size, variant), variant)
+        if variant == "paper":
+            terms.append(distance.mean())
+        else:
+            terms.append((distance * has_clicks).sum() / has_clicks.sum().clamp_min(1))
+    stacked = torch.stack(terms)
+    return stacked.sum() if variant == "paper" else stacked.mean()
+
+
+def clickme_loss(
+    logits: Tensor,
+    labels: Tensor,
+    volumes: Sequence[Tensor],
+    human: Tensor,
+    weight: float = PAPER_WEIGHT,
+    variant: Variant = "paper",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(total, cross-entropy, map term) with ``total = CE + weight * map term`` (``weight`` 0: the map term
+    is reported, not trained)."""
+    ce = F.cross_entropy(logits, labels)
+    term = clickme_map_loss(volumes, human, variant)
+    return ce + weight * term, ce, term
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in ("paper", "public"):
+        raise ValueError(f"ClickMe loss variant must be 'paper' or 'public', got {variant!r}")
