@@ -73,7 +73,7 @@ def test_brush_is_the_shared_edit_module(model, dataset, tmp_path):
     m = session.network_map
     session.paint(ADD)
     session.paint(REMOVE.to_dict())  # the browser sends the dict form
-    grid, image = edit_map(m, (SIZE, SIZE), [ADD, REMOVE])
+    grid, _ = edit_map(m, (SIZE, SIZE), [ADD, REMOVE])
     np.testing.assert_array_equal(session.edited_map, grid)
     np.testing.assert_array_equal(session.display_map, upsample(grid, (SIZE, SIZE)))
     assert not np.array_equal(grid, m)
@@ -214,4 +214,4 @@ def test_widget_actions_and_synced_state(model, dataset, tmp_path):
 def test_widget_ships_its_browser_code():
     esm = Path(widget_module.__file__).with_name("editor.js").read_text(encoding="utf-8")
     assert "export default { render }" in esm
-    assert not re.search(r"^\s*import\b|\bimport\(|https?://", esm, re.M)  # no imports, nothing fetched
+    assert not re.search(r"^\s*import\b|\bimport\(|https?://", esm, re.MULTILINE)  # no imports, nothing fetched

@@ -569,7 +569,7 @@ def run_replicate(
     checkpoint = _checkpoint(base)
     maps_store = edited_map_store(store)
     folder = f"{data.name}-{source}-{base.spec.key}-r{r}"
-    train, test = data.replicate(r)
+    train, _ = data.replicate(r)
     if human_edits:
         maps = _human_edits(maps_store, data, base, r)
         selected = list(maps)
