@@ -10,6 +10,11 @@ Three sources (methods.md section 3), each giving an H x W float32 map that
   :mod:`attnlib.editing`: it paints the true evidence in and erases what the network attends to outside
   it, within a budget of strokes, so the Table 1 experiment and the fine-tuning run without a person.
 
+and, for GALA (methods.md section 4), :func:`clickme_map`: ClickMe's importance map made from bubbles the
+way the game makes it (each click reveals a bubble; the revealed discs are counted per pixel over all
+players, then blurred), with :func:`player_halves` for the inter-rater reliability and
+:func:`bounding_box_map` for the paper's bounding-box control.
+
 Bandwidth rule of :func:`bubble_map`: every bubble contributes an isotropic Gaussian centred on it
 whose standard deviation is the bubble's own radius (a variable-bandwidth KDE: a player who opens a
 large bubble reveals a large region), unless a fixed ``bandwidth`` in image pixels is given. The
@@ -26,6 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import distance_transform_edt
 
+import torch
+
+from attnlib.data.clickme import blur_map
 from attnlib.editing import Stroke, apply_strokes, downsample, upsample
 
 BUBBLE_COLUMNS = ("x", "y", "radius")
@@ -129,6 +137,53 @@ def simulate_edit(
         strokes.append(stroke)
         image_map = apply_strokes(image_map, [stroke])
     return downsample(image_map, grid), strokes
+
+
+def clickme_map(
+    bubbles: pd.DataFrame, image_size: tuple[int, int], blur_kernel: int | None = None
+) -> np.ndarray:
+    """ClickMe-style map of one image's bubbles (``x`` = column, ``y`` = row, ``radius``, in pixels of an
+    ``image_size`` (H, W) image): per pixel, the number of bubbles whose disc covers it (summed over all
+    players), blurred with a Gaussian of ``blur_kernel`` pixels (odd; sigma by
+    :func:`attnlib.data.clickme.default_sigma`; None = no blur), float32. Not normalised: like ClickMe's
+    heat maps it grows with the number of clicks (the losses normalise)."""
+    missing = [c for c in BUBBLE_COLUMNS if c not in bubbles.columns]
+    if missing:
+        raise KeyError(f"bubbles lack column(s) {missing}; have {list(bubbles.columns)}")
+    height, width = (int(v) for v in image_size)
+    rows = np.arange(height, dtype=float)[None, :, None]
+    cols = np.arange(width, dtype=float)[None, None, :]
+    x, y, r = (bubbles[c].to_numpy(float)[:, None, None] for c in ("x", "y", "radius"))
+    counts = ((rows - y) ** 2 + (cols - x) ** 2 <= r**2).sum(axis=0) if len(bubbles) else np.zeros((height, width))
+    out = torch.from_numpy(np.asarray(counts, dtype=np.float32))[None]
+    if blur_kernel is not None:
+        if blur_kernel < 1 or blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be a positive odd number of pixels, got {blur_kernel}")
+        out = blur_map(out, blur_kernel)
+    return out[0].numpy()
+
+
+def player_halves(bubbles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bubbles of two disjoint halves of the players (sorted by ``worker``, alternating), for the
+    inter-rater reliability of :func:`clickme_map` maps; ValueError with fewer than two players."""
+    workers = sorted(bubbles["worker"].astype(str).unique())
+    if len(workers) < 2:
+        raise ValueError(f"inter-rater reliability needs at least 2 players, got {workers}")
+    first = set(workers[0::2])
+    in_first = bubbles["worker"].astype(str).isin(first)
+    return bubbles[in_first].reset_index(drop=True), bubbles[~in_first].reset_index(drop=True)
+
+
+def bounding_box_map(human: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """The paper's bounding-box control: 1 inside the smallest box holding every pixel of ``human`` above
+    ``threshold`` x its maximum, 0 outside (float32); an all-zero map stays all zeros."""
+    top = float(human.max()) if human.size else 0.0
+    out = np.zeros(human.shape, dtype=np.float32)
+    if top <= 0:
+        return out
+    rows, cols = np.nonzero(human > threshold * top)
+    out[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = 1.0
+    return out
 
 
 def bubble_frame(rows: Sequence[tuple[str, str, float, float, float]]) -> pd.DataFrame:

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -24,7 +30,7 @@ CAM_ORGANS: dict[int, tuple[int, ...]] = {1: (2,), 2: (0, 1)}
 def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Sequence[str]) -> dict[str, Any]:
     """Metrics of class probabilities ``probs`` (n x k, rows sum to 1) against integer ``labels`` (n).
 
-    Returns ``n``, ``accuracy`` (of the arg-max prediction), ``auc``, ``precision/<name>`` and
+    Returns ``n``, ``accuracy`` (of the arg-max prediction), ``top5_accuracy`` (more than 5 classes only), ``auc``, ``precision/<name>`` and
     ``recall/<name>`` per class (0 where undefined) and ``confusion`` (k x k list of lists, rows =
     true class, columns = predicted). AUC: binary -> ROC AUC of the positive column; multi-class ->
     the Hand & Till (2001) mean over class pairs, ``roc_auc_score(multi_class="ovo",
@@ -48,6 +54,10 @@ def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Seq
         "accuracy": float(np.mean(pred == y)) if len(y) else float("nan"),
         "auc": _auc(y, p, label_names),
     }
+    if k > 5:
+        result["top5_accuracy"] = (
+            float(top_k_accuracy_score(y, p, k=5, labels=classes)) if len(y) else float("nan")
+        )
     for name, prec, rec in zip(label_names, precision, recall, strict=True):
         result[f"precision/{name}"] = float(prec)
         result[f"recall/{name}"] = float(rec)
@@ -106,3 +116,45 @@ def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
     peak = omega[torch.arange(b, device=omega.device), labels].flatten(1).argmax(dim=1)
     hit = inside.flatten(1).gather(1, peak[:, None])[:, 0].float()
     return torch.where(labels == 0, torch.full_like(hit, float("nan")), hit)
+
+
+def spearman_per_image(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Spearman's rho between ``a[i]`` and ``b[i]`` over their pixels, per image (two N x ... arrays of the
+    same shape; ties get average ranks, as ``scipy.stats.spearmanr``); NaN where either map is constant."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim < 2:
+        raise ValueError(f"maps must be two N x ... arrays of one shape, got {x.shape} and {y.shape}")
+    rx = rankdata(x.reshape(len(x), -1), axis=1)
+    ry = rankdata(y.reshape(len(y), -1), axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (rx * ry).sum(axis=1) / denominator, np.nan)
+
+
+def human_alignment(model_maps: ArrayLike, human_maps: ArrayLike, ceiling: float, seed: int = 0) -> dict[str, float]:
+    """GALA's human alignment: the mean per-image Spearman rho between model and human maps (N x H x W),
+    as a fraction of the inter-rater reliability ``ceiling``, with the shuffled-pairs null (each model
+    map against another image's human map, a random derangement drawn with ``seed``). Constant maps
+    (rho undefined) are left out and counted in ``n_undefined``."""
+    model, human = np.asarray(model_maps), np.asarray(human_maps)
+    if not ceiling > 0:
+        raise ValueError(f"the inter-rater ceiling must be positive, got {ceiling}")
+    rho = spearman_per_image(model, human)
+    n = len(rho)
+    if n < 2:
+        raise ValueError(f"human alignment needs at least 2 images (for the shuffled null), got {n}")
+    rng = np.random.default_rng(seed)
+    shift = rng.integers(1, n)
+    other = (np.arange(n) + shift) % n  # a derangement: every image paired with another one
+    null = spearman_per_image(model, human[other])
+    mean = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
+    return {
+        "rho": mean,
+        "fraction_of_ceiling": mean / ceiling,
+        "null_rho": float(np.nanmean(null)) if np.isfinite(null).any() else float("nan"),
+        "ceiling": float(ceiling),
+        "n": n,
+        "n_undefined": int(np.isnan(rho).sum()),
+    }

@@ -262,3 +262,7 @@ def _resattnet56(*, weights: WeightsEnum | None) -> nn.Module:
 def _resattnet92(*, weights: WeightsEnum | None) -> nn.Module:
     """ResAttNet-92, the paper's baseline; see ``local_attention.resattnet``."""
     return local_attention.resattnet(92)
+
+
+# gala.py registers gala_resnet* and seresnet*; imported last because it imports this module
+from attnlib.models import gala  # noqa: F401
