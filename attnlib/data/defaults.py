@@ -41,14 +41,19 @@ def synthetic_structured(profile: str | None = None, root: Path | None = None, *
     return generate_structured(_folder(root, "structured", config.to_dict()), config)
 
 
-def synthetic_finegrained_config(profile: str | None = None, **overrides: Any) -> FineGrainedConfig:
-    """The profile's synthetic fine-grained knobs (ABN + edited maps), with ``overrides``."""
-    return FineGrainedConfig(**{**load_profile(profile).get("abn_synthetic", {}), **overrides})
+def synthetic_finegrained_config(
+    profile: str | None = None, section: str = "abn_synthetic", **overrides: Any
+) -> FineGrainedConfig:
+    """The profile's synthetic fine-grained knobs, with ``overrides``; ``section`` "abn_synthetic" (ABN +
+    edited maps) or "gala_synthetic" (the ClickMe-like default of GALA)."""
+    return FineGrainedConfig(**{**load_profile(profile).get(section, {}), **overrides})
 
 
-def synthetic_finegrained(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
-    """Folder of the synthetic fine-grained set for this profile and these knobs, generated on first use."""
-    config = synthetic_finegrained_config(profile, **overrides)
+def synthetic_finegrained(
+    profile: str | None = None, root: Path | None = None, section: str = "abn_synthetic", **overrides: Any
+) -> Path:
+    """Folder of the synthetic fine-grained set for this profile, section and knobs, generated on first use."""
+    config = synthetic_finegrained_config(profile, section, **overrides)
     return generate_finegrained(_folder(root, "finegrained", config.to_dict()), config)
 
 

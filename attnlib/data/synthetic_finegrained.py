@@ -77,7 +77,7 @@ class FineGrainedFormatError(ValueError):
 class FineGrainedConfig(GeneratorConfig):
     """Knobs of the synthetic fine-grained set (all saved in ``synthetic_config.json``).
 
-    n_images (at least 2 per class), size (px, >= 48), n_classes (2-6), evidence_strength (>= 0),
+    n_images (at least 2 per class), size (px, >= 48), n_classes (2-10), evidence_strength (>= 0),
     part_radius (px, 2 to size // 8), distractor_size (px, 4 to size // 3), distractor_correlation_train
     in [0, 1], n_annotators and bubbles_per_annotator (>= 1), annotator_jitter (>= 0, in part radii),
     annotator_miss in [0, 1], split_fractions (train, test), split_seed and seed.
@@ -101,7 +101,7 @@ class FineGrainedConfig(GeneratorConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
         checks = {
-            "n_classes must lie in [2, 6]": 2 <= self.n_classes <= 6,
+            "n_classes must lie in [2, 10]": 2 <= self.n_classes <= 10,
             "n_images must be at least 2 per class": self.n_images >= 2 * self.n_classes,
             "size must be at least 48": self.size >= 48,
             "evidence_strength must be >= 0": self.evidence_strength >= 0,
