@@ -10,7 +10,7 @@ The tests need at least two groups with at least two values each; otherwise they
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -195,3 +195,39 @@ def _counts(data: pd.DataFrame, group: str) -> dict[Hashable, int]:
     """Number of values per group, in sorted group order, as plain Python ints."""
     sizes = data.groupby(group).size()
     return {(g.item() if isinstance(g, np.generic) else g): int(n) for g, n in sizes.items()}
+
+
+def paired_tests(
+    frame: pd.DataFrame, metric: str, group: str, pairs: Sequence[tuple[str, str]], pair: str = "replicate"
+) -> pd.DataFrame:
+    """Paired t-tests (matched on ``pair``, e.g. the seed) of ``metric`` for each (a, b) in ``pairs``, plus the
+    one-way ANOVA over all groups of ``frame``; one row per test."""
+    rows = [
+        {
+            "comparison": f"{a} vs {b}",
+            "metric": metric,
+            "test": "paired t",
+            **paired_t_test(frame, metric, group, a, b, pair=pair),
+        }
+        for a, b in pairs
+    ]
+    anova = one_way_anova(frame, metric, group)
+    rows.append(
+        {
+            "comparison": f"all {frame[group].nunique()} {group}s",
+            "metric": metric,
+            "test": "one-way ANOVA",
+            "p": anova["p"],
+            "F": anova["F"],
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def significance(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
+    """Words for a two-group test result (``mean_a``, ``mean_b``, ``p``): an improvement or a deterioration
+    of a over b at p < alpha (``higher``: larger is better), or not significant."""
+    better = test["mean_a"] > test["mean_b"] if higher else test["mean_a"] < test["mean_b"]
+    if test["p"] < alpha:
+        return f"{'an improvement' if better else 'a deterioration'} at p < {alpha}"
+    return f"not significant at p < {alpha}"

@@ -11,6 +11,7 @@ from attnlib.data.defaults import synthetic_finegrained
 from attnlib.edited_maps import EditedMapStore
 from attnlib.editing import edit_map
 from attnlib.papers import abn
+from attnlib.stats import paired_tests
 from attnlib.training.runstore import RunStore
 
 
@@ -110,7 +111,7 @@ def test_tables_tests_and_verdict(data, replicates):
     assert explained[["deletion", "insertion", "mse"]].apply(lambda c: c.between(0, 1)).all().all()
     table1 = abn.table1_frame(results)
     assert (table1["error_before"].dropna() == 1.0).all()  # misclassified images by definition
-    tests = abn.paired_tests(explained, "deletion", "method", [("fine-tuned", "ABN")])
+    tests = paired_tests(explained, "deletion", "method", [("fine-tuned", "ABN")])
     assert tests["test"].tolist() == ["paired t", "one-way ANOVA"]
     sentence = abn.verdict(accuracy, explained)
     assert sentence.startswith("On this data") and "deletion" in sentence and "gamma = 0" in sentence

@@ -44,7 +44,7 @@ from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples, tabl
 from attnlib.models.abn import ABNet, create_abn
 from attnlib.profiles import load_profile
 from attnlib.seeding import seed_everything
-from attnlib.stats import one_way_anova, paired_t_test
+from attnlib.stats import paired_t_test, significance
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
@@ -729,38 +729,12 @@ def table1_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     return pd.DataFrame([{"replicate": res.replicate, **res.table1} for res in results])
 
 
-def paired_tests(
-    frame: pd.DataFrame, metric: str, group: str, pairs: Sequence[tuple[str, str]]
-) -> pd.DataFrame:
-    """Paired t-tests (over replicates) of ``metric`` for each (a, b) in ``pairs``, plus the one-way ANOVA."""
-    rows = [
-        {
-            "comparison": f"{a} vs {b}",
-            "metric": metric,
-            "test": "paired t",
-            **paired_t_test(frame, metric, group, a, b, pair="replicate"),
-        }
-        for a, b in pairs
-    ]
-    anova = one_way_anova(frame, metric, group)
-    rows.append(
-        {
-            "comparison": f"all {frame[group].nunique()} {group}s",
-            "metric": metric,
-            "test": "one-way ANOVA",
-            "p": anova["p"],
-            "F": anova["F"],
-        }
-    )
-    return pd.DataFrame(rows)
-
-
 def verdict(accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0.05) -> str:
     """One computed sentence: did fine-tuning with edited maps improve accuracy and the explanation metrics?"""
     acc = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[0], pair="replicate")
     parts = [
         f"fine-tuning with edited maps changed test accuracy by {acc['mean_a'] - acc['mean_b']:+.3f} "
-        f"({_signif(acc, alpha, higher=True)}, paired t-test p = {acc['p']:.3g})"
+        f"({significance(acc, alpha, higher=True)}, paired t-test p = {acc['p']:.3g})"
     ]
     control = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[2], pair="replicate")
     parts.append(
@@ -770,17 +744,10 @@ def verdict(accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0
     for metric, higher in (("deletion", False), ("insertion", True), ("mse", False)):
         test = paired_t_test(explanations, metric, "method", "fine-tuned", "ABN", pair="replicate")
         parts.append(
-            f"{metric} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({_signif(test, alpha, higher)}, "
+            f"{metric} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({significance(test, alpha, higher)}, "
             f"p = {test['p']:.3g})"
         )
     return "On this data, " + "; ".join(parts) + "."
-
-
-def _signif(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
-    better = test["mean_a"] > test["mean_b"] if higher else test["mean_a"] < test["mean_b"]
-    if test["p"] < alpha:
-        return f"{'an improvement' if better else 'a deterioration'} at p < {alpha}"
-    return f"not significant at p < {alpha}"
 
 
 def overlays(
