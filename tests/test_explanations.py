@@ -24,6 +24,7 @@ from attnlib.explanations import (
     map_mse,
     perturbation_curve,
     road_scores,
+    smoothgrad_maps,
 )
 from attnlib.models.abn import ABNet, create_abn, freeze_feature_extractor
 
@@ -281,3 +282,14 @@ def test_bad_arguments():
         perturbation_curve(NonZeroFraction(), images, torch.rand(1, 8, 8), "erase", step=4)
     with pytest.raises(ValueError, match="saliency maps"):
         perturbation_curve(NonZeroFraction(), images, torch.rand(2, 8, 8), "deletion", step=4)
+
+
+def test_smoothgrad_of_a_linear_model_is_its_weights():
+    """The input gradient of a linear logit is its weight whatever the noise: SmoothGrad = |w|, max over channels."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 3 * 4, 3))
+    images, targets = torch.rand(5, 2, 3, 4), torch.tensor([0, 1, 2, 1, 0])
+    maps = smoothgrad_maps(model, images, targets, samples=4, noise=0.2, batch_size=2)
+    weights = model[1].weight.detach().reshape(3, 2, 3, 4).abs().amax(dim=1)
+    torch.testing.assert_close(maps, weights[targets])
+    assert model.training  # the model's mode is restored
