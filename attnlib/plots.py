@@ -226,3 +226,46 @@ def sensitivity_panels(frame: pd.DataFrame, *, title: str) -> Figure:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def histograms(values: dict[str, np.ndarray], *, xlabel: str, title: str, bins: int = 30,
+               marks: dict[str, float] | None = None, references: dict[str, float] | None = None) -> Figure:
+    """Overlaid histograms (linear count axis, shared bins, NaNs dropped), one per named set; dashed vertical
+    lines at the named ``marks`` (colours in the sets' order, e.g. their means) and dotted grey ones at the
+    named ``references`` (e.g. values reported in a paper)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    kept = {name: np.asarray(v, dtype=float).ravel() for name, v in values.items()}
+    kept = {name: v[np.isfinite(v)] for name, v in kept.items()}
+    pooled = np.concatenate([v for v in kept.values() if v.size] or [np.zeros(1)])
+    edges = np.linspace(float(pooled.min()), float(pooled.max()) + 1e-9, bins + 1)
+    for name, vals in kept.items():
+        ax.hist(vals, bins=edges, alpha=0.5, label=f"{name} (n = {vals.size})")
+    for k, (name, x) in enumerate((marks or {}).items()):
+        ax.axvline(x, color=f"C{k % 10}", ls="--", lw=1.4, label=f"{name}: {x:.2f}")
+    greys = ("0.15", "0.5", "0.7")
+    for k, (name, x) in enumerate((references or {}).items()):
+        ax.axvline(x, color=greys[k % len(greys)], ls=":", lw=1.6, label=f"{name}: {x:.2f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff(frame: pd.DataFrame, x: str, y: str, by: str, *, title: str) -> Figure:
+    """Mean +- std over seeds of ``y`` against ``x`` for each value of ``by`` (e.g. lambda), joined in
+    order and labelled, with the seeds as small dots: the trade-off of a sweep."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    stats = frame.groupby(by)[[x, y]].agg(["mean", "std"]).sort_index()
+    ax.scatter(frame[x], frame[y], s=8, color="0.6", zorder=2)
+    ax.errorbar(stats[(x, "mean")], stats[(y, "mean")], xerr=stats[(x, "std")], yerr=stats[(y, "std")],
+                marker="o", capsize=3, zorder=3)
+    for value, row in stats.iterrows():
+        ax.annotate(f"{by} = {value:g}", (row[(x, "mean")], row[(y, "mean")]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
