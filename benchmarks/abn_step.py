@@ -18,12 +18,11 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
+from attnlib.benchmarking import Arm, synchronize, time_round_robin
 from attnlib.device import default_device
 from attnlib.explanations import LogitsOnly, abn_maps, deletion_insertion
 from attnlib.losses.abn import fine_tuning_loss
@@ -31,26 +30,8 @@ from attnlib.models.abn import abn_loss, branch_parameters, create_abn, freeze_f
 from attnlib.models.registry import create_model
 from attnlib.seeding import seed_everything
 
-Arm = tuple[Callable[[], Tensor], torch.optim.Optimizer]  # a step's loss, and the optimiser it steps
 NUM_CLASSES = 10
 PLAIN, ABN, FINETUNE = "ResNet + CE", "ResNet + ABN", "ABN fine-tuning"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed_step(arm: Arm, device: torch.device) -> float:
-    """Seconds for one training step: zero grads, forward (the arm's loss), backward, optimiser step."""
-    loss, optimizer = arm
-    _sync(device)
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    loss().backward()
-    optimizer.step()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -78,15 +59,7 @@ def time_arms(args: argparse.Namespace, device: torch.device) -> dict[str, list[
             _sgd(branch_parameters(tuned)),
         ),
     }
-    names = list(arms)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for step in range(args.warmup + args.steps):
-        shift = step % len(names)  # rotate who goes first: no arm always follows the same one
-        for name in names[shift:] + names[:shift]:
-            elapsed = _timed_step(arms[name], device)
-            if step >= args.warmup:
-                times[name].append(elapsed)
-    return times
+    return time_round_robin(arms, device, args.steps, args.warmup)
 
 
 def time_deletion_insertion(args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
@@ -100,10 +73,10 @@ def time_deletion_insertion(args: argparse.Namespace, device: torch.device) -> l
     rows = []
     for step in args.pixel_steps:
         points = math.ceil(size * size / step) + 1
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         deletion_insertion(scorer, images, saliency, step=step, batch_size=args.eval_batch)
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         rows.append({
             "step": step,

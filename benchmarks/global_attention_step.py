@@ -26,14 +26,13 @@ import os
 import resource
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from attnlib.benchmarking import Arm, time_round_robin, timed_step
 from attnlib.device import default_device
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig
 from attnlib.models.pixel_attention import (
@@ -47,23 +46,8 @@ from attnlib.models.registry import create_model
 from attnlib.seeding import seed_everything
 from attnlib.training.methods import Classifier, Method
 
-Arm = tuple[Callable[[], Tensor], torch.optim.Optimizer]  # a step's loss, and the optimiser it steps
 NUM_CLASSES = 3
 VANILLA, BEFORE, AFTER, PIXEL = "vanilla CNN", "GA before cut-off", "GA after cut-off", "pixel CNN alone"
-
-
-def _timed_step(arm: Arm, device: torch.device) -> float:
-    """Seconds for one training step: zero grads, forward (the arm's loss), backward, optimiser step."""
-    loss, optimizer = arm
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    loss().backward()
-    optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def _method_arm(method: Method, batch: dict[str, Tensor]) -> Arm:
@@ -99,15 +83,7 @@ def time_arms(args: argparse.Namespace, device: torch.device) -> dict[str, list[
         PIXEL: _pixel_arm(PixelCNN(args.n, args.channels, args.k).to(device), before.pixels),
     }
     after.on_epoch_start(config.cutoff_epoch + 1)
-    names = list(arms)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for step in range(args.warmup + args.steps):
-        shift = step % len(names)  # rotate who goes first: no arm always follows the same one
-        for name in names[shift:] + names[:shift]:
-            elapsed = _timed_step(arms[name], device)
-            if step >= args.warmup:
-                times[name].append(elapsed)
-    return times
+    return time_round_robin(arms, device, args.steps, args.warmup)
 
 
 def _peak_rss() -> int:
@@ -139,7 +115,7 @@ def measure_pixel_cnn(n: int, c: int, h: int, w: int, k: int, device: str, repea
     """
     dev = torch.device(device)
     tiny = PixelCNN(2, c, k).to(dev)
-    _timed_step(_pixel_arm(tiny, torch.rand(1, 2 * c, h, w, device=dev)), dev)
+    timed_step(_pixel_arm(tiny, torch.rand(1, 2 * c, h, w, device=dev)), dev)
     del tiny
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -147,7 +123,7 @@ def measure_pixel_cnn(n: int, c: int, h: int, w: int, k: int, device: str, repea
     else:
         baseline = _reset_peak_rss()
     arm = _pixel_arm(PixelCNN(n, c, k).to(dev), torch.rand(1, n * c, h, w, device=dev))
-    times = [_timed_step(arm, dev) for _ in range(repeats + 1)][1:]
+    times = [timed_step(arm, dev) for _ in range(repeats + 1)][1:]
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _peak_rss()
     return {"median_s": statistics.median(times), "peak_bytes": peak - baseline}
 

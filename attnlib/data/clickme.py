@@ -64,6 +64,8 @@ REQUIRED_KEYS = ("image", "heatmap", "label")
 NUM_CLASSES = 1000
 #: The paper's blur: a 49 x 49 Gaussian (its sigma is not given; :func:`default_sigma`).
 PAPER_BLUR = 49
+#: The paper's inter-rater reliability of ClickMe maps (Spearman rho between players) and its shuffled null.
+PAPER_INTERRATER_RHO, PAPER_INTERRATER_NULL = 0.58, 0.18
 JPEG_MAGIC = b"\xff\xd8"
 
 _SHARD_NAME = re.compile(r"^[A-Za-z][\w.]*-\d+-of-\d+$")

@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 
 from attnlib import explanations as xai
 from attnlib.data.arrays import ArrayDataset
-from attnlib.data.clickme import ClickMe
+from attnlib.data.clickme import PAPER_INTERRATER_RHO, ClickMe, clickme_files, split_of
 from attnlib.data.defaults import synthetic_finegrained
 from attnlib.data.paired import MapKind, PairedMaps
 from attnlib.data.synthetic_finegrained import FineGrainedDataset
+from attnlib.explore import interrater_reliability
 from attnlib.losses.clickme import reduce_volume
-from attnlib.map_sources import clickme_map, player_halves
+from attnlib.map_sources import clickme_map
 from attnlib.methods.gala import ClickMeSupervised
 from attnlib.metrics import human_alignment, spearman_per_image
 from attnlib.models.gala import create_gala_resnet, forward_with_volumes
@@ -52,8 +53,6 @@ from attnlib.training.trainer import TrainConfig, Trainer
 
 STUDY = "gala"
 DATASETS = ("synthetic", "clickme")
-#: The paper's inter-rater reliability of ClickMe maps (Spearman rho between players) and its null.
-PAPER_CEILING, PAPER_NULL = 0.58, 0.18
 TABLE1 = ("ResNet", "SE-ResNet", "GALA", "GALA + ClickMe")
 CONTROLS = ("GALA + boxes", "ResNet + map loss")
 
@@ -128,8 +127,8 @@ def load_data(
     """``synthetic``: the ClickMe-like default (the fine-grained generator with the profile's
     ``gala_synthetic`` knobs; maps made from the simulated players' bubbles the way ClickMe makes them,
     the ceiling measured between two halves of the players); ``clickme``: the real ClickMe files under
-    ``data_root`` (train and test splits by file name, the paper's 49-px blur, ceiling 0.58 unless the
-    profile sets ``interrater_ceiling``)."""
+    ``data_root`` (train and test splits by file name, val when there is no test; the paper's 49-px
+    blur; ceiling 0.58 unless the profile sets ``interrater_ceiling``)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if synthetic and (dataset != "synthetic" or data_root is not None):
@@ -139,17 +138,23 @@ def load_data(
         if data_root is None:
             raise ValueError("dataset 'clickme' needs data_root (a folder of ClickMe .npz or TFRecord files)")
         size = int(settings["image_size"])
-        train, test = (ClickMe(data_root, split=s, image_size=size) for s in ("train", "test"))
-        ceiling = settings["interrater_ceiling"] or PAPER_CEILING
+        root = Path(data_root)
+        _, files = clickme_files(root)
+        splits = {split_of(f.relative_to(root).as_posix() if root.is_dir() else f.name) for f in files}
+        held_out = "test" if "test" in splits else "val"  # the GALA-era release has train and val only
+        if not {"train", held_out} <= splits:
+            raise ValueError(f"{root}: ClickMe needs train and test (or val) files by name; found splits {sorted(splits)}")
+        train, test = (ClickMe(root, split=s, image_size=size) for s in ("train", held_out))
+        ceiling = settings["interrater_ceiling"] or PAPER_INTERRATER_RHO
         source = "profile" if settings["interrater_ceiling"] else "the paper's value for ClickMe"
-        description = f"ClickMe at {data_root}: {len(train)} train / {len(test)} test images at {size} px"
+        description = f"ClickMe at {root}: {len(train)} train / {len(test)} {held_out} images at {size} px"
         return StudyData("clickme", train, test, None, None, float(ceiling), source, description)
     root = Path(data_root) if data_root is not None else synthetic_finegrained(profile, section="gala_synthetic", **synthetic)
     parts = {split: FineGrainedDataset(root, split) for split in ("train", "test")}
     kernel = int(settings["blur_kernel"])
     maps = {split: _maps(ds, kernel) for split, ds in parts.items()}
-    measured = interrater_reliability(parts["test"], kernel)
-    ceiling = settings["interrater_ceiling"] or measured["rho"]
+    measured = interrater_reliability(parts["test"], kernel)  # split-half players, with the shuffled null
+    ceiling = settings["interrater_ceiling"] or measured.rho
     config = parts["train"].config
     return StudyData(
         "synthetic",
@@ -158,24 +163,13 @@ def load_data(
         maps["train"],
         maps["test"],
         float(ceiling),
-        f"measured between player halves on the test images (rho {measured['rho']:.3f}, null {measured['null_rho']:.3f})"
+        f"measured between player halves on the test images (rho {measured.rho:.3f}, null {measured.null_rho:.3f})"
         if not settings["interrater_ceiling"] else "profile",
         f"synthetic ClickMe-like set {root.name}: {config.n_images} images {config.size} px, {config.n_classes} classes "
         f"decided by a {config.part_radius}-px part, a context square agreeing with the label in "
         f"{config.distractor_correlation_train:.0%} of training images (chance in test), {config.n_annotators} "
         f"players x {config.bubbles_per_annotator} bubbles per image, maps blurred {kernel} px",
     )  # fmt: skip
-
-
-def interrater_reliability(dataset: FineGrainedDataset, blur_kernel: int) -> dict[str, float]:
-    """Mean per-image Spearman rho between the maps of two halves of the players (the ceiling of human
-    alignment), with the shuffled-pairs null, on ``dataset``'s images."""
-    size = (dataset.config.size, dataset.config.size)
-    halves = [player_halves(dataset.bubbles(i)) for i in range(len(dataset))]
-    first = np.stack([clickme_map(a, size, blur_kernel) for a, _ in halves])
-    second = np.stack([clickme_map(b, size, blur_kernel) for _, b in halves])
-    out = human_alignment(first, second, ceiling=1.0)
-    return {"rho": out["rho"], "null_rho": out["null_rho"], "n": out["n"]}
 
 
 def _maps(dataset: FineGrainedDataset, kernel: int) -> Tensor:
