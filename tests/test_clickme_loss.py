@@ -87,3 +87,18 @@ def test_total_loss_and_gradients():
     zero, ce0, term0 = clickme_loss(logits, labels, [volume.detach()], human, weight=0.0)
     torch.testing.assert_close(zero, ce0)
     torch.testing.assert_close(term0, term.detach())
+
+
+def test_grouped_scoring_equals_layer_by_layer():
+    """Volumes of one shape are scored together; the result equals the per-layer definition."""
+    torch.manual_seed(1)
+    volumes = [torch.rand(3, 4, 5, 5), torch.rand(3, 4, 5, 5), torch.rand(3, 2, 3, 3), torch.rand(3, 4, 5, 5)]
+    human = torch.rand(3, 1, 20, 20)
+    human[1] = 0  # an image without clicks
+    for variant in ("paper", "public"):
+        per_layer = []
+        for volume in volumes:
+            d = map_distance(reduce_volume(volume, variant), resize_map(human, volume.shape[-2:], variant), variant)
+            per_layer.append(d.mean() if variant == "paper" else d[[0, 2]].mean())
+        expected = torch.stack(per_layer).sum() if variant == "paper" else torch.stack(per_layer).mean()
+        torch.testing.assert_close(clickme_map_loss(volumes, human, variant), expected)

@@ -80,15 +80,27 @@ def clickme_map_loss(volumes: Sequence[Tensor], human: Tensor, variant: Variant 
     """
     if not volumes:
         raise ValueError("clickme_map_loss needs at least one attention volume")
-    terms = []
     has_clicks = human.flatten(1).sum(dim=1) > 0
-    for volume in volumes:
-        size = tuple(volume.shape[-2:])
-        distance = map_distance(reduce_volume(volume, variant), resize_map(human, size, variant), variant)
+    # Volumes of one shape (e.g. all of ResNet-50's third stage) are scored in one pass and the human map
+    # is resized once per size: a few large kernels instead of a few small ones per layer.
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, volume in enumerate(volumes):
+        groups.setdefault(tuple(volume.shape[1:]), []).append(i)
+    resized: dict[tuple[int, int], Tensor] = {}
+    terms: list[Tensor] = [torch.empty(0)] * len(volumes)
+    for shape, members in groups.items():
+        size = (shape[-2], shape[-1])
+        if size not in resized:
+            resized[size] = resize_map(human, size, variant)
+        reduced = reduce_volume(torch.stack([volumes[i] for i in members]).flatten(0, 1), variant)
+        target = resized[size].repeat(len(members), 1, 1)
+        distance = map_distance(reduced, target, variant).view(len(members), -1)  # layers x images
         if variant == "paper":
-            terms.append(distance.mean())
+            per_layer = distance.mean(dim=1)
         else:
-            terms.append((distance * has_clicks).sum() / has_clicks.sum().clamp_min(1))
+            per_layer = (distance * has_clicks).sum(dim=1) / has_clicks.sum().clamp_min(1)
+        for k, i in enumerate(members):
+            terms[i] = per_layer[k]
     stacked = torch.stack(terms)
     return stacked.sum() if variant == "paper" else stacked.mean()
 
