@@ -231,3 +231,11 @@ def significance(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
     if test["p"] < alpha:
         return f"{'an improvement' if better else 'a deterioration'} at p < {alpha}"
     return f"not significant at p < {alpha}"
+
+
+def describe_change(test: Mapping[str, Any], label: str, alpha: float, higher: bool, name: str = "p") -> str:
+    """``"<label> <mean_b> -> <mean_a> (<significance>, <name> = <p>)"`` for a two-group test result."""
+    return (
+        f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({significance(test, alpha, higher)}, "
+        f"{name} = {test['p']:.3g})"
+    )

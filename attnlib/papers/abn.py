@@ -44,7 +44,7 @@ from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples, tabl
 from attnlib.models.abn import ABNet, create_abn
 from attnlib.profiles import load_profile
 from attnlib.seeding import seed_everything
-from attnlib.stats import paired_t_test, significance
+from attnlib.stats import describe_change, paired_t_test, significance
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
@@ -743,10 +743,7 @@ def verdict(accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0
     )
     for metric, higher in (("deletion", False), ("insertion", True), ("mse", False)):
         test = paired_t_test(explanations, metric, "method", "fine-tuned", "ABN", pair="replicate")
-        parts.append(
-            f"{metric} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({significance(test, alpha, higher)}, "
-            f"p = {test['p']:.3g})"
-        )
+        parts.append(describe_change(test, metric, alpha, higher))
     return "On this data, " + "; ".join(parts) + "."
 
 

@@ -45,7 +45,7 @@ from attnlib.models.gala import create_gala_resnet, forward_with_volumes
 from attnlib.models.registry import create_model
 from attnlib.profiles import load_profile
 from attnlib.seeding import seed_everything
-from attnlib.stats import paired_t_test, significance
+from attnlib.stats import describe_change, paired_t_test
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.methods import Classifier, Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
@@ -366,10 +366,7 @@ def verdict(frame: pd.DataFrame, alpha: float = 0.05) -> str:
         ("smoothgrad", "SmoothGrad alignment", True),
     ):
         test = paired_t_test(frame, metric, "arm", "GALA + ClickMe", "GALA", pair="seed")
-        parts.append(
-            f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({significance(test, alpha, higher)}, "
-            f"paired t-test p = {test['p']:.3g})"
-        )
+        parts.append(describe_change(test, label, alpha, higher, "paired t-test p"))
     return "On this data, supervising GALA with the human maps changed " + "; ".join(parts) + "."
 
 
