@@ -220,5 +220,9 @@ def test_editor_edits_fine_tune_through_the_study(data, replicates):
         assert stored[sample_id].provenance.source == "editor"
     with pytest.raises(FileNotFoundError, match="04_attention_editor"):
         abn.run_replicate(store, data, 1, "smoke", device="cpu", human_edits=True)
+    queue = abn.editor_session(store, data, 0, base, settings, "misclassified", None, None, "cpu").ids
+    train_predictions = base.predictions["train"]
+    wrong = train_predictions.loc[train_predictions["pred"] != train_predictions["label"], "id"].astype(str)
+    assert set(queue[: len(wrong)]) == set(wrong) and len(queue) == len(train_predictions)
     with pytest.raises(ValueError, match="selects no training image"):
         abn.editor_session(store, data, 0, base, settings, [], None, None, "cpu")

@@ -304,18 +304,22 @@ def editor_session(
     """An editing session on replicate ``r``'s training images against ``base`` (its ABN,
     :func:`train_base`), saving to :func:`human_edits_folder`.
 
-    ``order``: "misclassified" (the ABN's wrong training predictions), "lowest_confidence" (all, least
-    confident in the true class first), or a list of sample ids; ``limit`` keeps the first that many.
+    ``order``: "misclassified" (the ABN's wrong training predictions first, then the others least
+    confident first), "lowest_confidence" (all, least confident in the true class first), or a list of
+    sample ids; ``limit`` keeps the first that many.
     """
     train, _ = data.replicate(r)
     if isinstance(order, str):
-        ids = select_samples(base.predictions["train"], order, limit)  # type: ignore[arg-type]
+        ids = select_samples(base.predictions["train"], order)  # type: ignore[arg-type]
+        if order == "misclassified":  # then the correctly classified ones, least confident first
+            wrong = set(ids)
+            ids += [i for i in select_samples(base.predictions["train"], "lowest_confidence") if i not in wrong]
+        ids = ids[:limit]
     else:
         ids = [str(i) for i in order][:limit]
     if not ids:
         raise ValueError(
-            f"replicate {r}: the order {order!r} selects no training image (e.g. none is misclassified); "
-            "use order='lowest_confidence' or a list of ids"
+            f"replicate {r}: the order {order!r} selects no training image (an empty list or limit 0)"
         )
     return EditorSession(
         load_abn(base, settings, data),
