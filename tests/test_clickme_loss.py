@@ -26,8 +26,9 @@ def test_map_distance_by_hand():
     # paper: [0.6, 0.8] vs [1, 0] -> ||[0.4, -0.8]|| = sqrt(0.8)
     torch.testing.assert_close(map_distance(a, r), torch.tensor([math.sqrt(0.8)]))
     # public: [1, 3] / sqrt(4) = [0.5, 1.5]; [4, 0] / 2 = [2, 0]; 0.5 * (1.5^2 + 1.5^2) = 2.25
-    torch.testing.assert_close(map_distance(torch.tensor([[1.0, 3.0]]), torch.tensor([[4.0, 0.0]]), "public"),
-                               torch.tensor([2.25]))
+    torch.testing.assert_close(
+        map_distance(torch.tensor([[1.0, 3.0]]), torch.tensor([[4.0, 0.0]]), "public"), torch.tensor([2.25])
+    )
     # scale invariance (paper) and zero maps stay finite
     torch.testing.assert_close(map_distance(7 * a, 0.1 * a), torch.tensor([0.0]))
     assert torch.isfinite(map_distance(torch.zeros(1, 2), r)).all()
@@ -98,7 +99,9 @@ def test_grouped_scoring_equals_layer_by_layer():
     for variant in ("paper", "public"):
         per_layer = []
         for volume in volumes:
-            d = map_distance(reduce_volume(volume, variant), resize_map(human, volume.shape[-2:], variant), variant)
+            d = map_distance(
+                reduce_volume(volume, variant), resize_map(human, volume.shape[-2:], variant), variant
+            )
             per_layer.append(d.mean() if variant == "paper" else d[[0, 2]].mean())
         expected = torch.stack(per_layer).sum() if variant == "paper" else torch.stack(per_layer).mean()
         torch.testing.assert_close(clickme_map_loss(volumes, human, variant), expected)

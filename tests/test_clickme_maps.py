@@ -82,4 +82,6 @@ def test_top5_accuracy_in_classification_metrics():
     labels = rng.integers(0, 8, size=40)
     out = classification_metrics(labels, probs, [f"c{i}" for i in range(8)])
     assert out["top5_accuracy"] == pytest.approx(top_k_accuracy_score(labels, probs, k=5, labels=range(8)))
-    assert "top5_accuracy" not in classification_metrics(labels % 3, rng.dirichlet(np.ones(3), 40), ["a", "b", "c"])
+    assert "top5_accuracy" not in classification_metrics(
+        labels % 3, rng.dirichlet(np.ones(3), 40), ["a", "b", "c"]
+    )

@@ -162,7 +162,10 @@ def test_predictions_feed_the_edited_map(model, dataset, tmp_path):
     with torch.no_grad():
         edited = model(x, attention_map=torch.from_numpy(session.edited_map)[None, None]).perception_logits
         plain = model(x).perception_logits
-    for probs, got in ((edited.softmax(1)[0], session.predictions()), (plain.softmax(1)[0], session.predictions(False))):
+    for probs, got in (
+        (edited.softmax(1)[0], session.predictions()),
+        (plain.softmax(1)[0], session.predictions(False)),
+    ):
         order = probs.argsort(descending=True)
         assert [name for name, _ in got] == [dataset.label_names[i] for i in order]
         np.testing.assert_allclose([p for _, p in got], probs[order].numpy(), rtol=1e-5)
@@ -180,7 +183,9 @@ def test_table1_and_summary_count_only_saved_edits(model, dataset, tmp_path):
     expected = table1_errors(model, dataset.images[3:4], torch.tensor([0]), maps, torch.device("cpu"))
     assert out == expected
     frame = session.saved_edits()
-    assert frame["id"].tolist() == ["s3"] and frame.loc[0, "strokes"] == 1 and frame.loc[0, "editor"] == "tester"
+    assert (
+        frame["id"].tolist() == ["s3"] and frame.loc[0, "strokes"] == 1 and frame.loc[0, "editor"] == "tester"
+    )
     assert session.sample_id == "s1" and session.strokes == (ADD,)  # the summary leaves the session as it was
     views = session.overview()
     assert len(views["images"]) == 1 and views["maps"][0][1].shape == (2, 2)
@@ -194,7 +199,9 @@ def test_widget_actions_and_synced_state(model, dataset, tmp_path):
     assert image.size == (SIZE, SIZE) and image.mode == "RGB"
     revision = widget.revision
     widget.handle({"action": "stroke", "stroke": ADD.to_dict()})
-    np.testing.assert_allclose(widget.edited_map, edit_map(widget.session.network_map, (SIZE, SIZE), [ADD])[0].ravel())
+    np.testing.assert_allclose(
+        widget.edited_map, edit_map(widget.session.network_map, (SIZE, SIZE), [ADD])[0].ravel()
+    )
     assert widget.revision == revision + 1 and widget.can_undo and widget.dirty and widget.n_strokes == 1
     probs = [p["probability"] for p in widget.predictions]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True)
@@ -214,4 +221,6 @@ def test_widget_actions_and_synced_state(model, dataset, tmp_path):
 def test_widget_ships_its_browser_code():
     esm = Path(widget_module.__file__).with_name("editor.js").read_text(encoding="utf-8")
     assert "export default { render }" in esm
-    assert not re.search(r"^\s*import\b|\bimport\(|https?://", esm, re.MULTILINE)  # no imports, nothing fetched
+    assert not re.search(
+        r"^\s*import\b|\bimport\(|https?://", esm, re.MULTILINE
+    )  # no imports, nothing fetched

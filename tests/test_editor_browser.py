@@ -52,7 +52,11 @@ PARAMETERS = {
 
 
 def _chromium() -> str | None:
-    candidates = [os.environ.get("ATTNLIB_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")]
+    candidates = [
+        os.environ.get("ATTNLIB_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ]
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
@@ -114,7 +118,9 @@ def lab(tmp_path, monkeypatch):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+                    pytest.fail(
+                        f"JupyterLab did not start:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}"
+                    )
                 time.sleep(0.5)
         monkeypatch.setenv("ATTNLIB_HOME", str(home))
         yield url, home, tmp_path / "jupyterlab.log"
@@ -141,7 +147,9 @@ def test_paint_in_jupyterlab_changes_the_prediction_and_saves_the_stroke(lab):
             page.locator(".jp-NotebookPanel").wait_for(timeout=90_000)
             widget = page.locator(".attnlib-editor")
             canvas = widget.locator("canvas.ae-paint")
-            _run_all_cells(page, canvas, timeout=240)  # kernel start, data generation, the smoke ABN's training
+            _run_all_cells(
+                page, canvas, timeout=240
+            )  # kernel start, data generation, the smoke ABN's training
             widget.locator(".ae-top3 td").first.wait_for(timeout=30_000)
             widget.scroll_into_view_if_needed()
             before = widget.locator(".ae-top3").inner_text()
@@ -203,7 +211,9 @@ def _then_synced(page, widget, act) -> None:
     revision = widget.get_attribute("data-revision")
     act()
     page.wait_for_function(
-        "rev => document.querySelector('.attnlib-editor').dataset.revision !== rev", arg=revision, timeout=30_000
+        "rev => document.querySelector('.attnlib-editor').dataset.revision !== rev",
+        arg=revision,
+        timeout=30_000,
     )
 
 

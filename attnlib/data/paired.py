@@ -46,7 +46,13 @@ class PairedMaps(Dataset):
             raise ValueError(f"maps must be N x 1 x H x W with N = {len(base)}, got {tuple(maps.shape)}")
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
-        self.base, self.maps, self.kind, self.padding, self.box_threshold = base, maps, kind, padding, box_threshold
+        self.base, self.maps, self.kind, self.padding, self.box_threshold = (
+            base,
+            maps,
+            kind,
+            padding,
+            box_threshold,
+        )
         self.label_names = base.label_names
         self._transform = None
         digest = hashlib.sha256(f"{base.fingerprint}:{kind}:{padding}:{box_threshold}".encode())
@@ -66,7 +72,9 @@ class PairedMaps(Dataset):
         if self.padding:
             if self._transform is None:
                 size = tuple(image.shape[-2:])
-                self._transform = v2.Compose([v2.RandomCrop(size, padding=self.padding), v2.RandomHorizontalFlip()])
+                self._transform = v2.Compose(
+                    [v2.RandomCrop(size, padding=self.padding), v2.RandomHorizontalFlip()]
+                )
             image, human = self._transform(tv_tensors.Image(image), tv_tensors.Mask(human))
         item["img"] = image.as_subclass(Tensor)
         item["map"] = human.as_subclass(Tensor).float()

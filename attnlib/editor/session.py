@@ -62,7 +62,9 @@ class EditorSession:
         self.ids = list(dataset.ids if ids is None else ids)
         unknown = [i for i in self.ids if i not in self._position]
         if unknown:
-            raise ValueError(f"sample ids not in the dataset: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+            raise ValueError(
+                f"sample ids not in the dataset: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+            )
         if not self.ids:
             raise ValueError("no samples to edit")
         self._network_maps: dict[str, np.ndarray] = {}

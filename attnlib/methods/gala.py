@@ -31,7 +31,9 @@ class ClickMeSupervised(Method):
     def step(self, batch: Mapping[str, Any]) -> StepOutput:
         if "map" not in batch:
             logits = self.model(batch["img"])
-            return StepOutput(losses={"loss": F.cross_entropy(logits, batch["lab"])}, outputs={"logits": logits})
+            return StepOutput(
+                losses={"loss": F.cross_entropy(logits, batch["lab"])}, outputs={"logits": logits}
+            )
         logits, volumes = forward_with_volumes(self.model, batch["img"])
         total, ce, term = clickme_loss(logits, batch["lab"], volumes, batch["map"], self.weight, self.variant)
         return StepOutput(losses={"loss": total, "ce": ce, "map_loss": term}, outputs={"logits": logits})

@@ -137,39 +137,57 @@ def load_data(
     if dataset == "clickme":
         if data_root is None:
             raise ValueError("dataset 'clickme' needs data_root (a folder of ClickMe .npz or TFRecord files)")
-        size = int(settings["image_size"])
-        root = Path(data_root)
-        _, files = clickme_files(root)
-        splits = {split_of(f.relative_to(root).as_posix() if root.is_dir() else f.name) for f in files}
-        held_out = "test" if "test" in splits else "val"  # the GALA-era release has train and val only
-        if not {"train", held_out} <= splits:
-            raise ValueError(f"{root}: ClickMe needs train and test (or val) files by name; found splits {sorted(splits)}")
-        train, test = (ClickMe(root, split=s, image_size=size) for s in ("train", held_out))
-        ceiling = settings["interrater_ceiling"] or PAPER_INTERRATER_RHO
-        source = "profile" if settings["interrater_ceiling"] else "the paper's value for ClickMe"
-        description = f"ClickMe at {root}: {len(train)} train / {len(test)} {held_out} images at {size} px"
-        return StudyData("clickme", train, test, None, None, float(ceiling), source, description)
-    root = Path(data_root) if data_root is not None else synthetic_finegrained(profile, section="gala_synthetic", **synthetic)
+        return _clickme(Path(data_root), settings)
+    root = (
+        Path(data_root)
+        if data_root is not None
+        else synthetic_finegrained(profile, section="gala_synthetic", **synthetic)
+    )
+    return _synthetic(root, settings)
+
+
+def _clickme(root: Path, settings: Mapping[str, Any]) -> StudyData:
+    size = int(settings["image_size"])
+    _, files = clickme_files(root)
+    splits = {split_of(f.relative_to(root).as_posix() if root.is_dir() else f.name) for f in files}
+    held_out = "test" if "test" in splits else "val"  # the GALA-era release has train and val only
+    if not {"train", held_out} <= splits:
+        raise ValueError(
+            f"{root}: ClickMe needs train and test (or val) files by name; found {sorted(splits)}"
+        )
+    train, test = (ClickMe(root, split=s, image_size=size) for s in ("train", held_out))
+    ceiling = settings["interrater_ceiling"] or PAPER_INTERRATER_RHO
+    source = "profile" if settings["interrater_ceiling"] else "the paper's value for ClickMe"
+    description = f"ClickMe at {root}: {len(train)} train / {len(test)} {held_out} images at {size} px"
+    return StudyData("clickme", train, test, None, None, float(ceiling), source, description)
+
+
+def _synthetic(root: Path, settings: Mapping[str, Any]) -> StudyData:
     parts = {split: FineGrainedDataset(root, split) for split in ("train", "test")}
     kernel = int(settings["blur_kernel"])
-    maps = {split: _maps(ds, kernel) for split, ds in parts.items()}
     measured = interrater_reliability(parts["test"], kernel)  # split-half players, with the shuffled null
-    ceiling = settings["interrater_ceiling"] or measured.rho
+    if settings["interrater_ceiling"]:
+        ceiling, source = float(settings["interrater_ceiling"]), "profile"
+    else:
+        ceiling = measured.rho
+        source = f"measured between player halves on the test images (null {measured.null_rho:.3f})"
     config = parts["train"].config
+    description = (
+        f"synthetic ClickMe-like set {root.name}: {config.n_images} images {config.size} px, "
+        f"{config.n_classes} classes decided by a {config.part_radius}-px part, a context square agreeing with "
+        f"the label in {config.distractor_correlation_train:.0%} of training images (chance in test), "
+        f"{config.n_annotators} players x {config.bubbles_per_annotator} bubbles per image, maps blurred {kernel} px"
+    )
     return StudyData(
         "synthetic",
         ArrayDataset.from_dataset(parts["train"]),
         ArrayDataset.from_dataset(parts["test"]),
-        maps["train"],
-        maps["test"],
+        _maps(parts["train"], kernel),
+        _maps(parts["test"], kernel),
         float(ceiling),
-        f"measured between player halves on the test images (rho {measured.rho:.3f}, null {measured.null_rho:.3f})"
-        if not settings["interrater_ceiling"] else "profile",
-        f"synthetic ClickMe-like set {root.name}: {config.n_images} images {config.size} px, {config.n_classes} classes "
-        f"decided by a {config.part_radius}-px part, a context square agreeing with the label in "
-        f"{config.distractor_correlation_train:.0%} of training images (chance in test), {config.n_annotators} "
-        f"players x {config.bubbles_per_annotator} bubbles per image, maps blurred {kernel} px",
-    )  # fmt: skip
+        source,
+        description,
+    )
 
 
 def _maps(dataset: FineGrainedDataset, kernel: int) -> Tensor:
@@ -222,8 +240,13 @@ def train_arm(
 ) -> RunResult:
     """One arm and seed: trained, scored on the test split (errors, alignment), stored."""
     cfg = train_config(settings)
-    train = PairedMaps(data.train, data.train_maps, arm.maps, int(settings["augment_padding"]),
-                       float(settings["box_threshold"]))  # fmt: skip
+    train = PairedMaps(
+        data.train,
+        data.train_maps,
+        arm.maps,
+        int(settings["augment_padding"]),
+        float(settings["box_threshold"]),
+    )
     test = PairedMaps(data.test, data.test_maps)
     config = {
         "arm": asdict(arm),
@@ -243,7 +266,9 @@ def train_arm(
         method = build_method(arm, settings, len(data.label_names))
         loaders = make_loaders({"train": train, "test": test}, cfg.batch_size, seed)
         trainer = Trainer(cfg, device=device, checkpoint_every=settings["checkpoint_every"])
-        fit = trainer.fit(method, loaders["train"], None, workdir, seed, eval_loaders={"test": loaders["test"]})
+        fit = trainer.fit(
+            method, loaders["train"], None, workdir, seed, eval_loaders={"test": loaders["test"]}
+        )
         frame, metrics = score(method, loaders["test"], trainer, data.label_names)
         alignment = alignment_scores(method.model, data, settings, trainer.device)
         return {
@@ -312,9 +337,12 @@ def alignment_scores(
     images, labels, human = test_subset(data, int(settings["n_align"]))
     attention = attention_maps(model, images, device)
     saliency = xai.smoothgrad_maps(
-        model.to(device), images.to(device), labels.to(device),
-        int(settings["smoothgrad_samples"]), float(settings["smoothgrad_noise"]),
-    ).cpu()  # fmt: skip
+        model.to(device),
+        images.to(device),
+        labels.to(device),
+        int(settings["smoothgrad_samples"]),
+        float(settings["smoothgrad_noise"]),
+    ).cpu()
     out = {}
     for name, maps in (("attention", attention), ("smoothgrad", saliency)):
         scores = human_alignment(maps.numpy(), human.numpy(), data.ceiling)
@@ -371,9 +399,12 @@ def verdict(frame: pd.DataFrame, alpha: float = 0.05) -> str:
 
 
 def layer_views(
-    results: Sequence[Mapping[str, RunResult]], data: StudyData, settings: Mapping[str, Any], n: int = 4,
+    results: Sequence[Mapping[str, RunResult]],
+    data: StudyData,
+    settings: Mapping[str, Any],
+    n: int = 4,
     device: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Fig. 4: per test image, the human map and the attention of every GALA layer for GALA without and
     with ClickMe maps (first seed's runs, last weights), for ``plots.map_grid``."""
     torch_device = torch.device(device) if device else torch.device("cpu")
@@ -381,7 +412,9 @@ def layer_views(
     images, labels, human = test_subset(data, n)
     table = arms(settings)
     per_arm = {
-        name: attention_maps(load_model(per_seed[name], table[name], settings, data), images, torch_device, True)
+        name: attention_maps(
+            load_model(per_seed[name], table[name], settings, data), images, torch_device, True
+        )
         for name in ("GALA", "GALA + ClickMe")
     }
     n_layers = per_arm["GALA"].shape[1]
@@ -401,13 +434,16 @@ def layer_views(
         "col_titles": ["human map"] + [f"{name} L{j + 1}" for name in per_arm for j in range(n_layers)],
         "selection": f"seed {per_seed['GALA'].spec.seed}, last weights (epoch {per_seed['GALA'].metrics['last_epoch']}); "
         f"the first {len(images)} test images; rho = Spearman with the human map (GALA / GALA + ClickMe)",
-    }  # fmt: skip
+    }
 
 
 def smoothgrad_views(
-    results: Sequence[Mapping[str, RunResult]], data: StudyData, settings: Mapping[str, Any], n: int = 4,
+    results: Sequence[Mapping[str, RunResult]],
+    data: StudyData,
+    settings: Mapping[str, Any],
+    n: int = 4,
     device: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """SmoothGrad of GALA without and with ClickMe maps and their difference (with minus without,
     min-max scaled), first seed, for ``plots.map_grid``."""
     torch_device = torch.device(device) if device else torch.device("cpu")
@@ -418,9 +454,12 @@ def smoothgrad_views(
     for name in ("GALA", "GALA + ClickMe"):
         model = load_model(per_seed[name], table[name], settings, data).to(torch_device)
         saliency[name] = xai.smoothgrad_maps(
-            model, images.to(torch_device), labels.to(torch_device),
-            int(settings["smoothgrad_samples"]), float(settings["smoothgrad_noise"]),
-        ).cpu()  # fmt: skip
+            model,
+            images.to(torch_device),
+            labels.to(torch_device),
+            int(settings["smoothgrad_samples"]),
+            float(settings["smoothgrad_noise"]),
+        ).cpu()
     maps = []
     for i in range(len(images)):
         without, with_maps = _unit(saliency["GALA"][i]), _unit(saliency["GALA + ClickMe"][i])
@@ -429,7 +468,12 @@ def smoothgrad_views(
         "images": [img.permute(1, 2, 0).numpy() for img in images],
         "maps": maps,
         "row_titles": [data.label_names[int(label)] for label in labels],
-        "col_titles": ["human map", "SmoothGrad GALA", "SmoothGrad GALA + ClickMe", "difference (with - without)"],
+        "col_titles": [
+            "human map",
+            "SmoothGrad GALA",
+            "SmoothGrad GALA + ClickMe",
+            "difference (with - without)",
+        ],
     }
 
 
