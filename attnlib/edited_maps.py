@@ -17,7 +17,8 @@ A sample is stored when its record exists. ``save`` writes the map file first, t
 each atomically (temporary file + ``os.replace``), then deletes the sample's other map files. A
 crash before the record is written therefore leaves the previous record and its own map intact (or
 no record for a new sample); the unreferenced new map file is ignored and removed by the next save
-of that sample. Sample ids and dataset names are plain file names: no path separators, no leading
+of that sample. Saves of one sample hold ``.<sample_id>.lock`` (filelock), so two editors saving it at
+once cannot leave a record whose map file the other one deleted; the last save wins. Sample ids and dataset names are plain file names: no path separators, no leading
 dot, not ``..``.
 """
 
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import Dataset
 
 from attnlib._io import atomic_write_bytes, atomic_write_json
@@ -136,7 +138,6 @@ class EditedMapStore:
         map_file = f"{sample_id}.{digest[:12]}.npz"
         buffer = io.BytesIO()
         np.savez(buffer, map=array)
-        atomic_write_bytes(folder / map_file, buffer.getvalue())
         record = {
             "format_version": FORMAT_VERSION,
             "dataset": dataset,
@@ -145,10 +146,13 @@ class EditedMapStore:
             "map_sha256": digest,
             **provenance.to_dict(),
         }
-        atomic_write_json(record_path, record)
-        for stale in _map_files(folder, sample_id):
-            if stale.name != map_file:
-                stale.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder / f".{sample_id}.lock"):
+            atomic_write_bytes(folder / map_file, buffer.getvalue())
+            atomic_write_json(record_path, record)
+            for stale in _map_files(folder, sample_id):
+                if stale.name != map_file:
+                    stale.unlink(missing_ok=True)
         return record_path
 
     def load(self, dataset: str, sample_id: str) -> EditedMap:
@@ -231,7 +235,9 @@ class EditedMapDataset(Dataset):
     from ``base``, raises ``KeyError`` naming it. ``fingerprint`` covers the base, the ids and the maps.
     """
 
-    def __init__(self, base: Any, maps: Mapping[str, np.ndarray | EditedMap], ids: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, base: Any, maps: Mapping[str, np.ndarray | EditedMap], ids: Sequence[str] | None = None
+    ) -> None:
         self.base = base
         self.label_names = base.label_names
         base_ids = base.ids if hasattr(base, "ids") else [base[i]["id"] for i in range(len(base))]
@@ -240,10 +246,15 @@ class EditedMapDataset(Dataset):
         unknown = [i for i in chosen if i not in position]
         unmapped = [i for i in chosen if i not in maps]
         if unknown or unmapped:
-            raise KeyError(f"ids not in the dataset: {unknown[:5]}; ids without an edited map: {unmapped[:5]}")
+            raise KeyError(
+                f"ids not in the dataset: {unknown[:5]}; ids without an edited map: {unmapped[:5]}"
+            )
         self.ids = chosen
         self._index = [position[i] for i in chosen]
-        arrays = [m.map if isinstance(m, EditedMap) else np.asarray(m, dtype=np.float32) for m in (maps[i] for i in chosen)]
+        arrays = [
+            m.map if isinstance(m, EditedMap) else np.asarray(m, dtype=np.float32)
+            for m in (maps[i] for i in chosen)
+        ]
         self._maps = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None] for a in arrays]
         digest = hashlib.sha256(f"{base.fingerprint}:{','.join(chosen)}".encode())
         for array in arrays:

@@ -47,9 +47,9 @@ def time_arms(args: argparse.Namespace, device: torch.device) -> dict[str, list[
     abn = create_abn(args.backbone, NUM_CLASSES, pretrained=False).to(device).train()
     tuned = create_abn(args.backbone, NUM_CLASSES, pretrained=False).to(device)
     freeze_feature_extractor(tuned)
+    with torch.no_grad():  # eval mode: one image through batch norm, even where the map is 1 x 1
+        grid = tuned.eval()(images[:1]).predicted_map.shape[-2:]
     tuned.train()
-    with torch.no_grad():
-        grid = tuned(images[:1]).predicted_map.shape[-2:]
     edited = torch.rand(args.batch_size, 1, *grid, device=device)
     arms: dict[str, Arm] = {
         PLAIN: (lambda: F.cross_entropy(plain(images), labels), _sgd(plain.parameters())),

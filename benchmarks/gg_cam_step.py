@@ -1,7 +1,8 @@
 """Time training steps: standard head + cross-entropy vs CAM layer + GG-CAM losses (Eq. 9-11).
 
-Same backbone, same batch, same optimiser, interleaved in one process so both see the same machine
-state. Prints the median step time of each and their ratio (goal: at most 1.05).
+Same backbone, same batch, same optimiser, timed round-robin in one process by ``attnlib.benchmarking``
+so both see the same machine state. Prints the median step time of each and their ratio (goal: at most
+1.05).
 
     python benchmarks/gg_cam_step.py --backbone resnet18 --size 128 104 --batch 16 --steps 30
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from attnlib.benchmarking import Arm, time_round_robin
 from attnlib.device import default_device
 from attnlib.methods.gg_cam import GGCAM, GGCAMConfig
 from attnlib.models.cam import cam_grid, create_cam_model
@@ -22,20 +23,10 @@ from attnlib.seeding import seed_everything
 from attnlib.training.methods import Classifier
 
 
-def _timed_step(method, batch, optimizer, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    method.step(batch).losses["loss"].backward()
-    optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 104), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=16)
@@ -54,23 +45,22 @@ def main() -> None:
         "lab": torch.randint(0, 3, (args.batch,), device=device),
         "hmap": torch.rand(args.batch, 1, *grid, device=device),
     }
-    arms = {
-        "standard head + CE": (standard, torch.optim.Adam(standard.param_groups(1e-3))),
-        "CAM layer + GG-CAM": (guided, torch.optim.Adam(guided.param_groups(1e-3))),
-    }
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    for step in range(args.warmup + args.steps):
-        for name, (method, optimizer) in arms.items():  # interleaved: same conditions for both
-            method.train()
-            elapsed = _timed_step(method, batch, optimizer, device)
-            if step >= args.warmup:
-                times[name].append(elapsed)
+    arms: dict[str, Arm] = {}
+    for name, method in (("standard head + CE", standard), ("CAM layer + GG-CAM", guided)):
+        method.train()
+        arms[name] = (
+            lambda m=method: m.step(batch).losses["loss"],
+            torch.optim.Adam(method.param_groups(1e-3)),
+        )
+    times = time_round_robin(arms, device, args.steps, args.warmup)
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, value in medians.items():
         print(f"{name:20s} median {value * 1000:8.1f} ms/step ({args.batch / value:7.1f} images/s)")
     ratio = medians["CAM layer + GG-CAM"] / medians["standard head + CE"]
-    print(f"ratio GG-CAM / standard = {ratio:.3f} ({args.backbone}, {args.size[0]}x{args.size[1]}, "
-          f"batch {args.batch}, {args.steps} steps, {device})")
+    print(
+        f"ratio GG-CAM / standard = {ratio:.3f} ({args.backbone}, {args.size[0]}x{args.size[1]}, "
+        f"batch {args.batch}, {args.steps} steps, {device})"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -228,6 +230,33 @@ def test_crash_between_writes_keeps_the_previous_state(tmp_path, monkeypatch):
         store.load("cub", "b")
     store.save("cub", "a", np.full((14, 14), 0.5), provenance(editor="again"))
     assert len(list((tmp_path / "cub").glob("a.*.npz"))) == 1  # orphan removed by the next save
+
+
+def test_concurrent_saves_of_one_sample_leave_a_loadable_record(tmp_path, monkeypatch):
+    """Editor A is between its map and its record when editor B saves the same sample: B waits for A's
+    lock, so A's record never names a map file that B deleted (without the lock, load would fail)."""
+    store = EditedMapStore(tmp_path)
+    original = edited_maps.atomic_write_json
+    a_between_writes = threading.Event()
+
+    def slow_for_a(path, obj):
+        if threading.current_thread().name == "editor-a":
+            a_between_writes.set()
+            time.sleep(0.5)
+        return original(path, obj)
+
+    monkeypatch.setattr(edited_maps, "atomic_write_json", slow_for_a)
+    a = threading.Thread(
+        target=store.save, args=("cub", "x", np.full((14, 14), 0.25), provenance(editor="a")), name="editor-a"
+    )
+    a.start()
+    assert a_between_writes.wait(10)
+    store.save("cub", "x", np.full((14, 14), 0.75), provenance(editor="b"))
+    a.join()
+    kept = store.load("cub", "x")
+    assert kept.provenance.editor == "b" and (kept.map == np.float32(0.75)).all()  # the last save wins
+    assert len(list((tmp_path / "cub").glob("x.*.npz"))) == 1
+    assert store.ids("cub") == ["x"]  # the lock file is not a sample
 
 
 @pytest.mark.parametrize("bad", ["", "..", ".hidden", "a/b", "a\\b", "../x", "x\0y"])
