@@ -407,16 +407,10 @@ def layer_views(
 ) -> dict[str, Any]:
     """Fig. 4: per test image, the human map and the attention of every GALA layer for GALA without and
     with ClickMe maps (first seed's runs, last weights), for ``plots.map_grid``."""
-    torch_device = torch.device(device) if device else torch.device("cpu")
-    per_seed = results[0]
-    images, labels, human = test_subset(data, n)
-    table = arms(settings)
-    per_arm = {
-        name: attention_maps(
-            load_model(per_seed[name], table[name], settings, data), images, torch_device, True
-        )
-        for name in ("GALA", "GALA + ClickMe")
-    }
+    per_seed, models, torch_device, (images, labels, human) = _figure_inputs(
+        results, data, settings, n, device
+    )
+    per_arm = {name: attention_maps(model, images, torch_device, True) for name, model in models.items()}
     n_layers = per_arm["GALA"].shape[1]
     maps = [
         [_unit(human[i])] + [_unit(per_arm[name][i, j]) for name in per_arm for j in range(n_layers)]
@@ -446,15 +440,11 @@ def smoothgrad_views(
 ) -> dict[str, Any]:
     """SmoothGrad of GALA without and with ClickMe maps and their difference (with minus without,
     min-max scaled), first seed, for ``plots.map_grid``."""
-    torch_device = torch.device(device) if device else torch.device("cpu")
-    per_seed = results[0]
-    images, labels, human = test_subset(data, n)
-    table = arms(settings)
+    _, models, torch_device, (images, labels, human) = _figure_inputs(results, data, settings, n, device)
     saliency = {}
-    for name in ("GALA", "GALA + ClickMe"):
-        model = load_model(per_seed[name], table[name], settings, data).to(torch_device)
+    for name, model in models.items():
         saliency[name] = xai.smoothgrad_maps(
-            model,
+            model.to(torch_device),
             images.to(torch_device),
             labels.to(torch_device),
             int(settings["smoothgrad_samples"]),
@@ -475,6 +465,24 @@ def smoothgrad_views(
             "difference (with - without)",
         ],
     }
+
+
+def _figure_inputs(
+    results: Sequence[Mapping[str, RunResult]],
+    data: StudyData,
+    settings: Mapping[str, Any],
+    n: int,
+    device: str | None,
+) -> tuple[Mapping[str, RunResult], dict[str, nn.Module], torch.device, tuple[Tensor, Tensor, Tensor]]:
+    """What the figures compare: the first seed's runs, its GALA and GALA + ClickMe networks (last weights),
+    the device and :func:`test_subset`."""
+    per_seed = results[0]
+    table = arms(settings)
+    models = {
+        name: load_model(per_seed[name], table[name], settings, data) for name in ("GALA", "GALA + ClickMe")
+    }
+    torch_device = torch.device(device) if device else torch.device("cpu")
+    return per_seed, models, torch_device, test_subset(data, n)
 
 
 def _unit(values: Tensor | np.ndarray) -> np.ndarray:
