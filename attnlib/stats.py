@@ -224,9 +224,24 @@ def paired_tests(
     return pd.DataFrame(rows)
 
 
+#: What every verdict computed under the smoke profile says first.
+SMOKE_CAVEAT = (
+    "Smoke profile: these numbers test the code, not the method (a few images, a few epochs); "
+    "nothing below is a finding about the paper."
+)
+
+
+def with_profile_caveat(verdict: str, profile: str | None) -> str:
+    """``verdict`` as a report prints it: after :data:`SMOKE_CAVEAT` when ``profile`` is ``smoke``."""
+    return f"{SMOKE_CAVEAT}\n{verdict}" if profile == "smoke" else verdict
+
+
 def significance(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
     """Words for a two-group test result (``mean_a``, ``mean_b``, ``p``): an improvement or a deterioration
-    of a over b at p < alpha (``higher``: larger is better), or not significant."""
+    of a over b at p < alpha (``higher``: larger is better), not significant, or no test (p is NaN: too
+    few values)."""
+    if not np.isfinite(test["p"]):
+        return "no test: too few values"
     better = test["mean_a"] > test["mean_b"] if higher else test["mean_a"] < test["mean_b"]
     if test["p"] < alpha:
         return f"{'an improvement' if better else 'a deterioration'} at p < {alpha}"
@@ -235,7 +250,7 @@ def significance(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
 
 def describe_change(test: Mapping[str, Any], label: str, alpha: float, higher: bool, name: str = "p") -> str:
     """``"<label> <mean_b> -> <mean_a> (<significance>, <name> = <p>)"`` for a two-group test result."""
-    return (
-        f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({significance(test, alpha, higher)}, "
-        f"{name} = {test['p']:.3g})"
-    )
+    words = significance(test, alpha, higher)
+    if np.isfinite(test["p"]):
+        words += f", {name} = {test['p']:.3g}"
+    return f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({words})"

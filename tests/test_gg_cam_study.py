@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import f_oneway
 
 from attnlib.papers import gg_cam
+from attnlib.stats import SMOKE_CAVEAT
 
 
 def _frame(standard: list[float], gaze: list[float]) -> pd.DataFrame:
@@ -59,6 +60,9 @@ def test_anova_table_matches_scipy_and_verdict_follows_it():
     assert "did not significantly improve" in gg_cam.verdict(overlapping)
     worse = gg_cam.anova_table(_frame(gaze, standard))
     assert "significantly lowered" in gg_cam.verdict(worse)
+    smoke = gg_cam.verdict(table, profile="smoke")
+    assert smoke.startswith(SMOKE_CAVEAT) and smoke.endswith(gg_cam.verdict(table))
+    assert gg_cam.verdict(table, profile="quick") == gg_cam.verdict(table)
 
 
 def test_one_seed_per_arm_gives_no_test():

@@ -9,7 +9,17 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from attnlib.stats import median_std, one_way_anova, paired_t_test, t_test, tukey_hsd, welch_anova
+from attnlib.stats import (
+    SMOKE_CAVEAT,
+    describe_change,
+    median_std,
+    one_way_anova,
+    paired_t_test,
+    t_test,
+    tukey_hsd,
+    welch_anova,
+    with_profile_caveat,
+)
 
 METRIC, GROUP = "metrics.best.auc", "config arm"  # a dot and a space, as in RunStore.results frames
 SAMPLES = {
@@ -150,3 +160,21 @@ def test_missing_values_are_dropped_before_testing():
 def test_t_test_unknown_group():
     with pytest.raises(ValueError, match=r"'config arm' = 'other'"):
         t_test(_frame(), METRIC, GROUP, "baseline", "other")
+
+
+def test_describe_change_words_and_missing_tests():
+    test = {"mean_a": 0.8, "mean_b": 0.7, "p": 0.01}
+    assert describe_change(test, "accuracy", 0.05, higher=True) == (
+        "accuracy 0.700 -> 0.800 (an improvement at p < 0.05, p = 0.01)"
+    )
+    assert "a deterioration" in describe_change(test, "error", 0.05, higher=False)
+    single = describe_change({"mean_a": 0.8, "mean_b": 0.7, "p": float("nan")}, "accuracy", 0.05, higher=True)
+    assert single == "accuracy 0.700 -> 0.800 (no test: too few values)"
+    assert "nan" not in single
+
+
+def test_smoke_verdicts_say_they_test_the_code():
+    assert with_profile_caveat("X improved.", "smoke") == f"{SMOKE_CAVEAT}\nX improved."
+    assert "test the code, not the method" in SMOKE_CAVEAT
+    assert with_profile_caveat("X improved.", "quick") == "X improved."
+    assert with_profile_caveat("X improved.", None) == "X improved."

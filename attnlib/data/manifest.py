@@ -22,14 +22,24 @@ MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of a verification: how bad, which file, what is wrong."""
+    """One finding of a verification: how bad, which file, what is wrong.
 
-    severity: Literal["error", "warning"]
+    ``note`` says what a check did not cover (e.g. files not decoded without ``--deep``); only errors fail.
+    """
+
+    severity: Literal["error", "warning", "note"]
     path: Path
     message: str
 
     def __str__(self) -> str:
         return f"{self.severity.upper():7s} {self.path}: {self.message}"
+
+
+def not_decoded(root: Path, n_files: int, what: str) -> list[Problem]:
+    """The note a quick (not ``--deep``) verification ends with: ``n_files`` ``what`` were not decoded."""
+    if not n_files:
+        return []
+    return [Problem("note", root, f"{n_files} {what} not decoded; run with --deep to check them")]
 
 
 def load_manifest(name: str, folder: Path = MANIFEST_DIR) -> dict[str, Any]:
@@ -48,7 +58,8 @@ def verify_egd_cxr(
 
     Checks the master sheet (columns, one-hot labels, count), both gaze tables (the 37 columns,
     images without gaze, calibration rows), the four masks and the DICOM of every image. With
-    ``deep``, every DICOM is decoded and each mask's size compared with its DICOM's.
+    ``deep``, every DICOM is decoded and each mask's size compared with its DICOM's; without it a
+    note counts the DICOMs not decoded.
     """
     manifest = manifest or load_manifest("egd-cxr")
     files = manifest["files"]
@@ -85,9 +96,11 @@ def verify_egd_cxr(
         problems += _verify_gaze(paths.egd_root / name, files[name]["columns"], ids)
     if "path" not in sheet.columns:
         return problems
+    present = 0
     for dicom_id, rel in zip(sheet["dicom_id"], sheet["path"], strict=True):
         problems += _verify_image(paths, dicom_id, rel, deep)
-    return problems
+        present += (paths.mimic_root / rel).is_file()
+    return problems + ([] if deep else not_decoded(paths.egd_root, present, "DICOMs"))
 
 
 def _verify_gaze(path: Path, columns: list[str], ids: set[str]) -> list[Problem]:

@@ -29,7 +29,7 @@ from attnlib.data.egd_cxr import EGDCXR, EGDCXRSettings
 from attnlib.methods.gg_cam import TABLE1, CAMClassifier, GGCAM, GGCAMConfig
 from attnlib.models.cam import CAMNet, cam_grid, create_cam_model
 from attnlib.profiles import load_profile
-from attnlib.stats import median_std, one_way_anova
+from attnlib.stats import median_std, one_way_anova, with_profile_caveat
 from attnlib.training.experiment import cam_localisation_evaluator, run_seeds
 from attnlib.training.methods import Method
 from attnlib.training.runstore import RunResult, RunStore
@@ -209,8 +209,15 @@ def anova_table(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "interpret
     return pd.DataFrame(rows)
 
 
-def verdict(anova: pd.DataFrame, scenario: str = "default", checkpoint: str = "best", alpha: float = 0.05) -> str:
-    """A sentence, computed from ``anova``, on whether GG-CAM improved AUC at p < ``alpha``."""
+def verdict(
+    anova: pd.DataFrame,
+    scenario: str = "default",
+    checkpoint: str = "best",
+    alpha: float = 0.05,
+    profile: str | None = None,
+) -> str:
+    """A sentence, computed from ``anova``, on whether GG-CAM improved AUC at p < ``alpha`` (after the smoke
+    caveat when ``profile`` is ``smoke``)."""
     rows = anova[(anova["scenario"] == scenario) & (anova["metric"] == "auc") & (anova["checkpoint"] == checkpoint)]
     sentences = []
     for row in rows.to_dict("records"):
@@ -226,7 +233,8 @@ def verdict(anova: pd.DataFrame, scenario: str = "default", checkpoint: str = "b
             f"{row['comparison']}: gaze supervision {outcome} the test AUC ({checkpoint} checkpoint; median "
             f"{standard:.3f} -> {gaze:.3f}, one-way ANOVA p = {p:.2g}, {row['seeds']} seeds per network)."
         )
-    return " ".join(sentences) if sentences else "No standard/GG-CAM pair was run in this scenario."
+    text = " ".join(sentences) if sentences else "No standard/GG-CAM pair was run in this scenario."
+    return with_profile_caveat(text, profile)
 
 
 def precision_recall(frame: pd.DataFrame, label_names: Sequence[str], checkpoint: str = "best") -> pd.DataFrame:

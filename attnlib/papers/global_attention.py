@@ -42,6 +42,7 @@ from attnlib.data.arrays import ArrayDataset
 from attnlib.data.defaults import synthetic_structured
 from attnlib.data.idrid import IDRiD, IDRiDSettings
 from attnlib.data.jaffe import JAFFE, JAFFESettings
+from attnlib.data.layouts import resolve_dataset
 from attnlib.data.splits import balanced_split, stratified_folds
 from attnlib.data.synthetic_structured import StructuredDataset, map_region_auc
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
@@ -49,7 +50,7 @@ from attnlib.models.pixel_attention import pixel_cnn_parameter_count
 from attnlib.models.registry import create_model, list_models
 from attnlib.profiles import load_profile, profile_name
 from attnlib.seeding import seed_everything
-from attnlib.stats import median_std, one_way_anova, t_test
+from attnlib.stats import median_std, one_way_anova, t_test, with_profile_caveat
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.methods import Classifier, Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
@@ -57,6 +58,8 @@ from attnlib.training.trainer import TrainConfig, Trainer
 
 STUDY = "global_attention"
 DATASETS = ("synthetic", "idrid-dr", "idrid-me", "jaffe")
+#: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set (macular edema: ``idrid-me``).
+LAYOUT_DATASETS = {"synthetic": "synthetic", "idrid": "idrid-dr", "jaffe": "jaffe"}
 VARIANTS = ("vanilla", "attention", "l1")
 LOCAL_ATTENTION = ("vgg_att3", "resattnet56", "resattnet92")
 SKLEARN = ("lr", "svm")
@@ -124,12 +127,15 @@ class StudyData:
 
 
 def load_data(
-    dataset: str = "synthetic",
+    dataset: str | None = None,
     data_root: str | Path | None = None,
     profile: str | None = None,
     **synthetic: Any,
 ) -> StudyData:
     """The 80/20 split of ``dataset`` at the profile's image size, decoded into memory.
+
+    ``dataset`` None: ``synthetic`` without ``data_root``, else told from the folder's layout
+    (:func:`~attnlib.data.layouts.resolve_dataset`; IDRiD gives ``idrid-dr``, the paper's first task).
 
     ``synthetic``: the structured synthetic default (``data_root`` None: the profile's, generated on
     first use, with ``synthetic`` knobs as overrides; else a folder written by ``generate_structured``);
@@ -137,6 +143,7 @@ def load_data(
     grade or macular-edema risk, the official train/test sets (413 / 103, i.e. 80/20), the paper's
     preprocessing at ``image_size``. ``jaffe``: label-balanced 80/20 split (split seed 0) of the rated images.
     """
+    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "global-attention")
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if synthetic and (dataset != "synthetic" or data_root is not None):
@@ -489,8 +496,9 @@ def table2(results: Sequence[ArmResult], digits: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "arm"])
 
 
-def verdict(tests: pd.DataFrame, alpha: float = 0.05) -> str:
-    """A sentence per comparison, computed from :func:`tests_table`: did global attention win at p < alpha?"""
+def verdict(tests: pd.DataFrame, alpha: float = 0.05, profile: str | None = None) -> str:
+    """A sentence per comparison, computed from :func:`tests_table`: did global attention win at p < alpha?
+    (After the smoke caveat when ``profile`` is ``smoke``.)"""
     sentences = []
     for row in tests.to_dict("records"):
         attention, reference = row["comparison"].split(" vs ")
@@ -507,7 +515,8 @@ def verdict(tests: pd.DataFrame, alpha: float = 0.05) -> str:
             f"{row['dataset']}: {attention} vs {reference}: mean accuracy {row['mean attention']:.3f} vs "
             f"{row['mean reference']:.3f} ({row['seeds']} seeds); " + "; ".join(parts) + "."
         )
-    return "\n".join(sentences) if sentences else "No attention arm was run beside its vanilla CNN or L1 baseline."
+    text = "\n".join(sentences) if sentences else "No attention arm was run beside its vanilla CNN or L1 baseline."
+    return with_profile_caveat(text, profile)
 
 
 def precision_recall(results: Sequence[ArmResult], label_names: Sequence[str]) -> pd.DataFrame:
