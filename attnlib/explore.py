@@ -43,10 +43,7 @@ from attnlib.data.idrid import (
     TASK_COLUMNS,
     IDRiD,
     crop_bounds,
-    image_dir,
-    list_images,
-    optic_disc_x,
-    paper_right_eyes,
+    laterality_table,
     read_fundus,
 )
 from attnlib.data.jaffe import JAFFE, RATING_COLUMNS, read_ratings, scan_images
@@ -475,29 +472,26 @@ def idrid_samples(ds: IDRiD, per_class: int = 3, seed: int = 0, width: int = 428
 def laterality_check(root: str | Path) -> pd.DataFrame:
     """Every image of both splits: the paper's right-eye list against the optic-disc check.
 
-    Columns ``split, id, paper_right, disc_x`` (0 = left edge, see ``attnlib.data.idrid.optic_disc_x``),
-    ``auto_right`` (disc in the right half) and ``agree``. Decodes every image at reduced scale.
+    :func:`attnlib.data.idrid.laterality_table` per split, with a first column ``split``: ``id, paper_right,
+    disc_x`` (0 = left edge), ``auto_right``, ``agree`` and ``problem`` (an image that cannot be decoded is
+    kept with ``agree`` False and its file and error in ``problem``). Decodes every image at reduced scale.
     """
-    rows = []
-    for split in SPLITS:
-        right = paper_right_eyes(split)
-        for image_id, path in tqdm(list_images(image_dir(root, split)).items(), desc=f"optic disc ({split})",
-                                   leave=False):
-            disc_x = optic_disc_x(path)
-            rows.append({"split": split, "id": image_id, "paper_right": image_id in right, "disc_x": disc_x,
-                         "auto_right": disc_x > 0.5})
-    table = pd.DataFrame(rows, columns=["split", "id", "paper_right", "disc_x", "auto_right"])
-    table["agree"] = table["paper_right"] == table["auto_right"]
-    return table
+    tables = [laterality_table(root, split, progress=True).assign(split=split) for split in SPLITS]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["split", *table.columns.drop("split")]]
 
 
 def laterality_counts(laterality: pd.DataFrame) -> pd.DataFrame:
-    """Per split: images, right eyes by the paper's list, right eyes by the optic disc, disagreements."""
-    table = laterality.groupby("split", sort=False).agg(
+    """Per split: images, right eyes by the paper's list and by the optic disc, disagreements, and images that
+    could not be decoded."""
+    unreadable = laterality["problem"].notna()
+    table = laterality.assign(disagree=~laterality["agree"] & ~unreadable, unreadable=unreadable)
+    table = table.groupby("split", sort=False).agg(
         images=("id", "size"),
         paper_right=("paper_right", "sum"),
         auto_right=("auto_right", "sum"),
-        disagreements=("agree", lambda agree: int((~agree).sum())),
+        disagreements=("disagree", "sum"),
+        unreadable=("unreadable", "sum"),
     )
     return table.astype(int)
 
@@ -517,9 +511,11 @@ def flip_figure(ds: IDRiD, laterality: pd.DataFrame, n: int = 4) -> Figure:
     Per row: the image as stored (cropped and resized, the detected optic disc dotted), then after the
     flip of the paper's list and after the flip of the optic-disc check. ``laterality`` is
     :func:`laterality_check`'s table; ``ds`` gives the preprocessing (its ``flip`` is set per column).
+    Images that could not be decoded (a ``problem`` in the table) are left out.
     """
     index = {image_id: i for i, image_id in enumerate(ds.metadata["id"])}
-    part = laterality[(laterality["split"] == ds.split) & laterality["id"].isin(index)]
+    readable = laterality["problem"].isna()
+    part = laterality[(laterality["split"] == ds.split) & laterality["id"].isin(index) & readable]
     ids = _flip_picks(part, n)
     part = part.set_index("id")
     fig, axes = plt.subplots(len(ids), 3, figsize=(7.2, 2.5 * len(ids) + 0.4), squeeze=False)

@@ -231,7 +231,7 @@ def test_laterality_check_and_flip_figure(idrid_root):
     assert table.loc[~table["agree"], ["split", "id"]].values.tolist() == [["train", "IDRiD_004"]]
     counts = explore.laterality_counts(table)
     assert counts.loc["train"].to_dict() == {"images": 7, "paper_right": 1, "auto_right": 2,
-                                             "disagreements": 1}
+                                             "disagreements": 1, "unreadable": 0}
     ds = IDRiD(idrid_root, settings=IDRiDSettings(standardize=False), cache=None)
     fig = explore.flip_figure(ds, table, n=3)
     # IDRiD_004 first: the paper keeps it, the optic-disc check flips it
@@ -243,6 +243,22 @@ def test_laterality_check_and_flip_figure(idrid_root):
     np.testing.assert_array_equal(paper, stored[:, ::-1])
     np.testing.assert_array_equal(auto, paper)
     assert [ax.get_title().split()[0] for ax in fig.axes[::3]] == ["IDRiD_004", "IDRiD_001", "IDRiD_002"]
+    plt.close("all")
+
+
+def test_laterality_check_lists_unreadable_images_and_goes_on(idrid_root):
+    corrupt = image_dir(idrid_root, "train") / "IDRiD_002.jpg"  # sorts before IDRiD_004, the disagreement
+    corrupt.write_bytes(b"\xff\xd8not a jpeg")
+    table = explore.laterality_check(idrid_root)
+    shown = table[~table["agree"]]  # what the notebook displays
+    assert shown[["split", "id"]].values.tolist() == [["train", "IDRiD_002"], ["train", "IDRiD_004"]]
+    assert shown["problem"].iloc[0].startswith(f"{corrupt}: unreadable image")
+    assert pd.isna(shown["problem"].iloc[1])
+    counts = explore.laterality_counts(table)
+    assert counts.loc["train"].to_dict() == {"images": 7, "paper_right": 1, "auto_right": 2,
+                                             "disagreements": 1, "unreadable": 1}
+    fig = explore.flip_figure(IDRiD(idrid_root, cache=None), table, n=3)  # the unreadable image left out
+    assert [ax.get_title().split()[0] for ax in fig.axes[::3]] == ["IDRiD_004", "IDRiD_001", "IDRiD_003"]
     plt.close("all")
 
 

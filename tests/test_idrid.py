@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.idrid import (
+    GRADING_DIR,
     IDRiD,
     IDRiDFormatError,
     IDRiDSettings,
@@ -24,12 +26,14 @@ from attnlib.data.idrid import (
     verify_idrid,
 )
 from attnlib.data.layout_samples import (
+    IDRID_CORRUPT,
     IDRID_DISC,
     IDRID_ROWS,
     IDRID_SIZE,
     write_grading_csv,
     write_idrid_sample,
 )
+from attnlib.data.manifest import Problem
 
 W, H = IDRID_SIZE
 # id -> optic-disc side; IDRiD_004 is a right eye by its disc but not in the paper's list (index 3)
@@ -107,6 +111,25 @@ def test_automatic_laterality_and_disagreements(root):
     report = laterality_disagreements(root, "train")
     assert report[["id", "paper_right", "auto_right"]].values.tolist() == [["IDRiD_004", False, True]]
     assert report["disc_x"].iloc[0] > 0.5
+    assert report["problem"].isna().all()
+
+
+def test_laterality_report_goes_on_past_unreadable_images(root, caplog):
+    # a truncated training JPEG sorts before IDRiD_004, the real disagreement
+    truncated = image_dir(root, "train") / "IDRiD_002.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with caplog.at_level(logging.INFO, logger="attnlib.data.idrid"):
+        report = laterality_disagreements(root, "train")
+    assert "disagree on 1 images; 1 images could not be read" in caplog.text
+    assert report["id"].tolist() == ["IDRiD_002", "IDRiD_004"]
+    bad, real = report.iloc[0], report.iloc[1]
+    assert bad["problem"].startswith(f"{truncated}: unreadable image (image file is truncated")
+    assert not bad["paper_right"] and pd.isna(bad["auto_right"]) and np.isnan(bad["disc_x"])
+    assert (real["paper_right"], real["auto_right"]) == (False, True) and pd.isna(real["problem"])
+    split, image_id = IDRID_CORRUPT  # not a JPEG at all
+    report = laterality_disagreements(root, split)
+    assert report["id"].tolist() == [image_id]
+    assert report["problem"].iloc[0].startswith(f"{image_dir(root, split) / image_id}.jpg: unreadable image")
 
 
 def test_imagenet_standardisation(root):
@@ -150,6 +173,21 @@ def test_verify_idrid_lists_every_problem(root):
         ("error", test_csv, "IDRiD_003: 'Risk of macular edema' = 3 outside 0-2"),
     }
     assert verify_idrid(root / "missing")[0].message.startswith("Disease Grading folder not found")
+
+
+def test_verify_notes_the_images_it_did_not_decode(tmp_path, capsys):
+    from attnlib.cli import main
+
+    root = write_idrid_sample(tmp_path / "IDRiD", corrupt_image=True)  # otherwise clean: 6 + 3 images
+    note = Problem("note", root / GRADING_DIR, "9 images not decoded; run with --deep to check them")
+    assert [p for p in verify_idrid(root) if p.severity == "note"] == [note]
+    assert all(p.severity != "note" for p in verify_idrid(root, deep=True))
+    assert main(["data", "verify", "idrid", "--root", str(root)]) == 0
+    out = capsys.readouterr()
+    assert f"{note}\n" in out.out and "0 errors, 2 warnings" in out.out and not out.err
+    assert main(["data", "verify", "idrid", "--root", str(root), "--deep"]) == 1
+    out = capsys.readouterr()
+    assert "not decoded" not in out.out and "IDRiD_003.jpg: unreadable image" in out.err
 
 
 def test_cli_verify_idrid_exit_code(root, capsys):

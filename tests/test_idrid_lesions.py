@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.idrid import IDRiDFormatError, IDRiDSettings, crop_bounds
+from attnlib.data.idrid import GRADING_DIR, IDRiDFormatError, IDRiDSettings, crop_bounds
 from attnlib.data.idrid_lesions import (
+    SEGMENTATION_DIR,
     IDRiDLesions,
     lesion_file,
     read_mask,
@@ -24,6 +25,7 @@ from attnlib.data.layout_samples import (
     IDRID_SIZE,
     write_idrid_segmentation_sample,
 )
+from attnlib.data.manifest import Problem
 
 W, H = IDRID_SIZE
 S = 171  # half the cropped width (342 px), so the crop-and-resize maps column x to (x - 26) / 2
@@ -83,6 +85,54 @@ def test_masks_read_76_and_multichannel(root):
     assert mask.shape == (H, W) and mask.sum() == (x1 - x0 + 1) * (y1 - y0 + 1)
     with Image.open(lesion_file(root, "train", "IDRiD_01", "HE")) as im:
         assert set(np.unique(np.asarray(im)).tolist()) == {0, 76}
+
+
+def _write_mask(path: Path, lesion: np.ndarray, mode: str) -> None:
+    """``lesion`` (bool H x W) as a TIFF mask of PIL ``mode``: background black, alpha (if any) opaque."""
+    value = lesion.astype(np.uint8) * 76
+    zero, opaque = np.zeros_like(value), np.full_like(value, 255)
+    if mode == "P":  # palette index 0 is the lesion's red: a reader of indices sees the background as lesion
+        im = Image.fromarray(np.where(lesion, 0, 1).astype(np.uint8))
+        im.putpalette([255, 0, 0, 0, 0, 0])
+    else:
+        im = Image.fromarray({
+            "1": lesion, "L": value, "LA": np.stack([value, opaque], axis=-1),
+            "RGB": np.stack([zero, zero, value], axis=-1),
+            "RGBA": np.stack([value, zero, zero, opaque], axis=-1),
+            "I;16": lesion.astype(np.uint16) * 1000, "I": lesion.astype(np.int32) * 76,
+            "F": lesion.astype(np.float32) / 2,
+        }[mode])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format="TIFF")
+    with Image.open(path) as written:
+        assert written.mode == mode
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F"])
+def test_every_mask_mode_reads_exactly_the_lesion_pixels(tmp_path, mode):
+    lesion = np.zeros((H, W), dtype=bool)
+    lesion[100:103, 200:205] = True  # 15 pixels
+    path = lesion_file(tmp_path / "IDRiD", "train", "IDRiD_01", "HE")
+    _write_mask(path, lesion, mode)
+    mask = read_mask(path)
+    assert mask.dtype == bool and mask.sum() == 15
+    np.testing.assert_array_equal(mask, lesion)
+
+
+def test_unsupported_mask_mode_is_named(tmp_path):
+    path = lesion_file(tmp_path / "IDRiD", "train", "IDRiD_01", "HE")
+    path.parent.mkdir(parents=True)
+    Image.new("CMYK", (W, H)).save(path, format="TIFF")
+    with pytest.raises(IDRiDFormatError, match=r"IDRiD_01_HE\.tif: unsupported mask mode 'CMYK'"):
+        read_mask(path)
+
+
+def test_alpha_channel_is_no_lesion_for_the_verifier_and_the_loader(root):
+    # IDRiD_03's HE mask is all zero: as RGBA with an opaque alpha it must stay empty
+    _write_mask(lesion_file(root, "train", "IDRiD_03", "HE"), np.zeros((H, W), dtype=bool), "RGBA")
+    counts = verify_idrid_lesions(root)[0]
+    assert (counts["with_HE"], counts["diseased"], counts["without_lesions"]) == (2, 4, 1)
+    assert _plain(root).metadata["id"].tolist() == DISEASED + HEALTHY
 
 
 def test_lesion_union_is_cropped_and_resized_like_the_image(root):
@@ -155,6 +205,19 @@ def test_verify_counts_and_mask_problems(root):
     assert errors == {
         ("IDRiD_55_SE.tif", f"mask is 10x10, its image {H}x{W}"), ("IDRiD_02_EX.tif", "unreadable mask"),
     }
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_verify_notes_the_images_it_did_not_decode(tmp_path):
+    root = write_idrid_segmentation_sample(tmp_path / "IDRiD", corrupt_image=True)
+    message = "images not decoded; run with --deep to check them"
+    notes = [p for p in verify_idrid_lesions(root)[1] if p.severity == "note"]
+    assert notes == [Problem("note", root / SEGMENTATION_DIR, f"5 {message}"),
+                     Problem("note", root / GRADING_DIR, f"9 {message}")]
+    problems = verify_idrid_lesions(root, deep=True)[1]
+    assert all(p.severity != "note" for p in problems)
+    errors = [p for p in problems if p.severity == "error"]  # --deep decodes the grading images too
+    assert [p.path.name for p in errors] == ["IDRiD_003.jpg"] and errors[0].message.startswith("unreadable")
 
 
 def test_cli_verify_idrid_lesions(root, capsys):

@@ -33,7 +33,7 @@ from attnlib.data.layout_samples import (
     jaffe_readme_text,
     write_jaffe_sample,
 )
-from attnlib.data.manifest import load_manifest
+from attnlib.data.manifest import Problem, load_manifest
 
 FIRST = JAFFE_RATINGS  # key -> (HAP, SAD, SUR, ANG, DIS, FEA) of the first table; NM-SU2 ties SUR and DIS
 IMAGES = JAFFE_IMAGES  # file name -> label; 8-bit images for even positions, 16-bit for odd
@@ -49,10 +49,25 @@ def jaffe_root(tmp_path):
                               badly_named_image=True)
 
 
+@pytest.fixture
+def unpacked(tmp_path):
+    """A re-distribution's layout: the ratings README beside the ``jaffe/`` folder of the (clean) sample."""
+    parent = tmp_path / "JAFFE-dist"
+    write_jaffe_sample(parent / "jaffe")
+    (parent / "jaffe" / README).rename(parent / README)
+    return parent
+
+
 def test_readme_search_skips_files_without_the_header(jaffe_root):
     assert find_ratings_readme(jaffe_root) == jaffe_root / README
+    parent_readme = jaffe_root.parent / "README.txt"
+    parent_readme.write_text(jaffe_readme_text(), encoding="utf-8")
+    assert find_ratings_readme(jaffe_root) == jaffe_root / README  # the TIFFs' folder first
     (jaffe_root / README).unlink()
-    with pytest.raises(JAFFEFormatError, match=r"no README\* file holds the ratings header.*README.md"):
+    assert find_ratings_readme(jaffe_root) == parent_readme
+    parent_readme.unlink()
+    with pytest.raises(JAFFEFormatError, match=r"no README\* file here or in the parent folder holds the "
+                       r"ratings header.*\(looked at \['jaffe/README.md'\]\)"):
         find_ratings_readme(jaffe_root)
 
 
@@ -164,8 +179,9 @@ def test_verify_reports_ratings_problems(jaffe_root):
     problems = [(p.severity, p.path.name, p.message) for p in verify_jaffe(jaffe_root)]
     assert ("error", README, "line 10: expected 8 fields, got 9") in problems
     (jaffe_root / README).unlink()
-    assert ("error", "jaffe", "no README* file holds the ratings header "
-            "'# HAP SAD SUR ANG DIS FEA PIC' (looked at ['README.md'])") in [
+    missing = ("no README* file here or in the parent folder holds the ratings header "
+               "'# HAP SAD SUR ANG DIS FEA PIC' (looked at ['jaffe/README.md'])")
+    assert ("error", "jaffe", missing) in [
         (p.severity, p.path.name, p.message) for p in verify_jaffe(jaffe_root)
     ]
 
@@ -177,3 +193,59 @@ def test_cli_verify_jaffe_exit_code(jaffe_root, capsys):
     out = capsys.readouterr()
     assert code == 1  # the fixture has an image without ratings
     assert "errors" in out.out and "ERROR" in out.err
+
+
+def test_loader_finds_the_tiffs_and_the_readme_from_the_parent_or_the_child(unpacked, tmp_path):
+    for root in (unpacked, unpacked / "jaffe"):
+        ds = JAFFE(root, cache=None)
+        assert (ds.root, ds.readme) == (unpacked / "jaffe", unpacked / README)
+        assert dict(zip(ds.metadata["file"], ds.labels.tolist(), strict=True)) == {**IMAGES, CORRUPT: 1}
+        assert ds[0]["img"].shape == (1, 256, 256)
+    elsewhere = tmp_path / "notes" / "ratings.txt"
+    elsewhere.parent.mkdir()
+    (unpacked / README).rename(elsewhere)
+    with pytest.raises(JAFFEFormatError, match="no README"):
+        JAFFE(unpacked, cache=None)
+    assert len(JAFFE(unpacked, readme=elsewhere, cache=None)) == 12
+
+
+def test_cli_verify_jaffe_layouts(unpacked, tmp_path, capsys):
+    from attnlib.cli import main
+
+    def verify(root, *options):
+        code = main(["data", "verify", "jaffe", "--root", str(root), *options])
+        return code, capsys.readouterr()
+
+    for root in (unpacked, unpacked / "jaffe"):
+        code, out = verify(root)
+        assert code == 0, out.err
+        assert "WARNING" in out.out and "12 images, the release has 213" in out.out and not out.err
+    elsewhere = tmp_path / "notes" / "ratings.txt"
+    elsewhere.parent.mkdir()
+    (unpacked / README).rename(elsewhere)
+    code, out = verify(unpacked)
+    assert code == 1 and "no README* file here or in the parent folder" in out.err
+    assert verify(unpacked, "--readme", str(elsewhere))[0] == 0
+    with pytest.raises(SystemExit, match="--readme applies to jaffe only, not idrid"):
+        main(["data", "verify", "idrid", "--root", str(unpacked), "--readme", str(elsewhere)])
+    (unpacked / "jaffe").rename(unpacked / "images")  # only the README and a folder of another name
+    code, out = verify(unpacked, "--readme", str(elsewhere))
+    assert code == 1
+    assert f"ERROR   {unpacked}: no images named <SUBJ>.<POSE><n>.<idx>.tiff (the release has 213)" in out.err
+    assert verify(unpacked / "images", "--readme", str(elsewhere))[0] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_verify_notes_the_images_it_did_not_decode(tmp_path, capsys):
+    from attnlib.cli import main
+
+    root = write_jaffe_sample(tmp_path / "jaffe", corrupt_image=True)  # otherwise clean: 12 images
+    note = Problem("note", root, "12 images not decoded; run with --deep to check them")
+    assert [p for p in verify_jaffe(root) if p.severity == "note"] == [note]
+    assert all(p.severity != "note" for p in verify_jaffe(root, deep=True))
+    assert main(["data", "verify", "jaffe", "--root", str(root)]) == 0
+    out = capsys.readouterr()
+    assert f"{note}\n" in out.out and "0 errors, 1 warnings" in out.out
+    assert main(["data", "verify", "jaffe", "--root", str(root), "--deep"]) == 1
+    out = capsys.readouterr()
+    assert "not decoded" not in out.out and f"{CORRUPT}: unreadable TIFF" in out.err

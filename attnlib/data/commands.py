@@ -53,7 +53,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ver.add_argument(
         "--root", type=Path, required=True,
         help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid, idrid-lesions: the "
-        "unpacked IDRiD folder; jaffe: the folder with the TIFFs and the README; cub: the folder with "
+        "unpacked IDRiD folder; jaffe: the TIFFs' folder or its parent (with jaffe/); cub: the folder with "
         "images/, lists/ and annotations-mat/; clickme: a folder of .npz or TFRecord files, or one TFRecord "
         "file",
     )
@@ -62,6 +62,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     ver.add_argument(
         "--bubbles", type=Path, default=None, help="cub: a bubbles CSV (image,worker,x,y,radius) to check"
+    )
+    ver.add_argument(
+        "--readme", type=Path, default=None,
+        help="jaffe: the README with the ratings (default: a README* in the TIFFs' folder or its parent)",
     )
     ver.add_argument(
         "--deep", action="store_true",
@@ -103,6 +107,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     if args.bubbles is not None and args.dataset != "cub":
         raise SystemExit(f"--bubbles applies to cub only, not {args.dataset}")
+    if args.readme is not None and args.dataset != "jaffe":
+        raise SystemExit(f"--readme applies to jaffe only, not {args.dataset}")
     where: Path = args.root
     counts: dict[str, int | float] = {}
     if args.dataset == "egd-cxr":
@@ -111,7 +117,7 @@ def _verify(args: argparse.Namespace) -> int:
     elif args.dataset == "idrid":
         problems = verify_idrid(args.root, deep=args.deep)
     elif args.dataset == "jaffe":
-        problems = verify_jaffe(args.root, deep=args.deep)
+        problems = verify_jaffe(args.root, deep=args.deep, readme=args.readme)
     elif args.dataset == "cub":
         counts, problems = verify_cub(args.root, args.bubbles, deep=args.deep)
     elif args.dataset == "clickme":
@@ -120,10 +126,11 @@ def _verify(args: argparse.Namespace) -> int:
         counts, problems = verify_idrid_lesions(args.root, deep=args.deep)
     for name, value in counts.items():
         print(f"{name}: {value}")
-    for problem in problems:
+    for problem in sorted(problems, key=lambda p: p.severity == "note"):  # what was not checked comes last
         print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
     errors = sum(p.severity == "error" for p in problems)
-    print(f"{where}: {errors} errors, {len(problems) - errors} warnings")
+    warnings = sum(p.severity == "warning" for p in problems)
+    print(f"{where}: {errors} errors, {warnings} warnings")
     return 1 if errors else 0
 
 

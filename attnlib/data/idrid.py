@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.manifest import Problem, load_manifest
+from attnlib.data.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
 
@@ -336,22 +337,42 @@ class IDRiD(Dataset):
         return digest.hexdigest()[:12]
 
 
-def laterality_disagreements(root: str | Path, split: Split) -> pd.DataFrame:
-    """Images where the paper's right-eye list and :func:`detect_laterality` disagree.
+def laterality_table(root: str | Path, split: Split, *, progress: bool = False) -> pd.DataFrame:
+    """Every image of ``split``: the paper's right-eye list against :func:`optic_disc_x`.
 
-    Columns ``id, paper_right, auto_right, disc_x`` (disc position, 0 = left edge); one log line
-    gives the count. Reads every image of ``split`` at reduced scale.
+    Columns ``id, paper_right, disc_x`` (0 = left edge), ``auto_right`` (disc in the right half),
+    ``agree`` and ``problem``. An image that cannot be decoded does not stop the check: its ``problem``
+    names the file and the error, its ``disc_x`` is NaN, ``auto_right`` NA and ``agree`` False (``problem``
+    is missing elsewhere). Decodes every image at reduced scale; ``progress`` shows a tqdm bar.
     """
     right = paper_right_eyes(split)
     rows = []
-    for image_id, path in list_images(image_dir(root, split)).items():
-        disc_x = optic_disc_x(path)
-        if (image_id in right) != (disc_x > 0.5):
-            rows.append({"id": image_id, "paper_right": image_id in right, "auto_right": disc_x > 0.5,
-                         "disc_x": disc_x})
-    log.info("IDRiD %s: the paper's right-eye list and the optic-disc check disagree on %d images",
-             split, len(rows))
-    return pd.DataFrame(rows, columns=["id", "paper_right", "auto_right", "disc_x"])
+    images = list_images(image_dir(root, split)).items()
+    for image_id, path in tqdm(images, desc=f"optic disc ({split})", disable=not progress, leave=False):
+        try:
+            disc_x, problem = optic_disc_x(path), None
+        except IDRiDFormatError as err:
+            disc_x, problem = float("nan"), str(err)
+        rows.append({"id": image_id, "paper_right": image_id in right, "disc_x": disc_x,
+                     "auto_right": pd.NA if problem else disc_x > 0.5, "problem": problem})
+    table = pd.DataFrame(rows, columns=["id", "paper_right", "disc_x", "auto_right", "problem"])
+    table = table.astype({"paper_right": bool, "disc_x": float, "auto_right": "boolean"})
+    table.insert(4, "agree", (table["paper_right"] == table["auto_right"]).fillna(False).astype(bool))
+    return table
+
+
+def laterality_disagreements(root: str | Path, split: Split) -> pd.DataFrame:
+    """The rows of :func:`laterality_table` where the paper's list and the optic-disc check disagree, and
+    those of the images that cannot be decoded (their ``problem`` names the file and the error).
+
+    Columns ``id, paper_right, auto_right, disc_x, problem``; one log line gives both counts.
+    """
+    table = laterality_table(root, split)
+    report = table.loc[~table["agree"], ["id", "paper_right", "auto_right", "disc_x", "problem"]]
+    unreadable = int(report["problem"].notna().sum())
+    log.info("IDRiD %s: the paper's right-eye list and the optic-disc check disagree on %d images; %d images "
+             "could not be read", split, len(report) - unreadable, unreadable)
+    return report.reset_index(drop=True)
 
 
 def verify_idrid(
@@ -361,7 +382,7 @@ def verify_idrid(
 
     Checks the folders, image counts, the CSVs' columns (after stripping), grade ranges, repeated
     names, and that every CSV row has an image and every image a row. With ``deep``, every JPEG is
-    decoded.
+    decoded; without it a note counts the JPEGs not decoded.
     """
     manifest = manifest or load_manifest("idrid")
     grading = grading_root(root)
@@ -369,9 +390,11 @@ def verify_idrid(
         return [Problem("error", grading, "Disease Grading folder not found: nothing else can be checked")]
     problems: list[Problem] = []
     ranges = {task: manifest["columns"][column]["range"] for task, column in TASK_COLUMNS.items()}
+    n_images = 0
     for split in SPLITS:
         folder = image_dir(root, split)
         images = list_images(folder)
+        n_images += len(images)
         expected = manifest["expected_counts"][split]
         if not folder.is_dir():
             problems.append(Problem("error", folder, "image folder not found"))
@@ -401,4 +424,4 @@ def verify_idrid(
         ids = set(table["id"])
         problems += [Problem("error", p, "image has no row in the grading CSV") for i, p in images.items()
                      if i not in ids]
-    return problems
+    return problems + ([] if deep else not_decoded(grading, n_images, "images"))

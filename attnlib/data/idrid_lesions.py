@@ -6,7 +6,8 @@ DOI 10.21227/H25W98 (access terms: ``data_manifests/idrid.yaml``). Never commit 
 Diseased: the images of ``A. Segmentation/1. Original Images/{a. Training Set,b. Testing Set}`` (54 + 27)
 that show haemorrhages (HE), hard exudates (EX) or soft exudates (SE), i.e. whose mask
 ``A. Segmentation/2. All Segmentation Groundtruths/<set>/<lesion folder>/<id>_<HE|EX|SE>.tif`` has a pixel
-``> 0`` (masks may read as {0, 76} or with several channels; not every image has every lesion file).
+with a colour channel ``> 0`` (masks may read as {0, 76}, with several channels, an alpha channel that is
+ignored, or a palette; :func:`read_mask`); not every image has every lesion file.
 Healthy: Disease Grading images (``B. Disease Grading``, read with :class:`attnlib.data.idrid.IDRiD`) with
 retinopathy grade 0 and macular-edema risk 0, the first ``n_healthy`` in id order over the training then
 the testing set. Images are prepared as :class:`~attnlib.data.idrid.IDRiDSettings` say (side crop, area
@@ -49,7 +50,7 @@ from attnlib.data.idrid import (
     read_fundus,
     verify_idrid,
 )
-from attnlib.data.manifest import Problem, load_manifest
+from attnlib.data.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ MASK_COLUMNS = (*DISEASE_LESIONS, "OD")
 LABEL_NAMES = ("healthy", "diseased")
 #: Class sizes of the ABN paper's task.
 PAPER_COUNTS = {"diseased": 81, "healthy": 120}
+#: PIL modes :func:`read_mask` reads, besides the 16-bit integer ones (``I;16``, ``I;16B`` ...).
+MASK_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I", "F")
 
 
 def segmentation_image_dir(root: str | Path, split: Split) -> Path:
@@ -82,16 +85,26 @@ def lesion_file(root: str | Path, split: Split, image_id: str, lesion: str) -> P
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A ground-truth mask as bool H x W: any channel ``> 0``; :class:`IDRiDFormatError` names a bad file."""
+    """A ground-truth mask as bool H x W: a lesion pixel has a colour channel ``> 0``.
+
+    The alpha channel (``LA``, ``RGBA``) is ignored and a palette image (``P``) is read through its
+    colours, not its indices; the other modes read are ``1``, ``L``, ``RGB``, ``I;16``, ``I`` and ``F``.
+    :class:`IDRiDFormatError` names a missing, unreadable or other-mode file.
+    """
     path = Path(path)
     if not path.is_file():
         raise IDRiDFormatError(f"{path}: mask not found")
     try:
         with Image.open(path) as im:
-            pixels = np.asarray(im)
+            mode = im.mode
+            pixels = np.asarray(im.convert("RGB") if mode == "P" else im)
     except (OSError, ValueError) as err:
         raise IDRiDFormatError(f"{path}: unreadable mask ({err})") from err
-    return pixels.any(axis=2) if pixels.ndim == 3 else pixels > 0
+    if mode not in MASK_MODES and not mode.startswith("I;16"):
+        raise IDRiDFormatError(f"{path}: unsupported mask mode {mode!r}")
+    if mode in ("LA", "RGBA"):
+        pixels = pixels[..., :-1]
+    return (pixels > 0).any(axis=2) if pixels.ndim == 3 else pixels > 0
 
 
 def transform_mask(mask: np.ndarray, settings: IDRiDSettings, flip: bool) -> np.ndarray:
@@ -284,8 +297,9 @@ def verify_idrid_lesions(
     without those lesions, and healthy candidates (grade 0, risk 0) per Disease Grading set. Problems:
     a missing segmentation folder, segmentation counts other than the release's and class sizes below
     the paper's (warnings), unreadable masks and masks of another size than their image, plus
-    :func:`~attnlib.data.idrid.verify_idrid`'s findings on the Disease Grading part. With ``deep``,
-    every segmentation image is decoded too.
+    :func:`~attnlib.data.idrid.verify_idrid`'s findings on the Disease Grading part. Masks are always
+    decoded; with ``deep``, every image of both parts is decoded too, without it a note per part counts
+    the images not decoded.
     """
     manifest = manifest or load_manifest("idrid")
     expected = manifest["segmentation"]["expected_counts"]
@@ -315,8 +329,9 @@ def verify_idrid_lesions(
                     shows |= lesion_shown
             diseased += shows
     counts["diseased"], counts["without_lesions"] = diseased, len(table) - diseased
-    grading = verify_idrid(root, manifest=manifest)
-    problems += grading
+    if not deep:
+        problems += not_decoded(root / SEGMENTATION_DIR, len(table), "images")
+    problems += verify_idrid(root, deep=deep, manifest=manifest)
     for split in SPLITS:
         try:
             ds = IDRiD(root, split, cache=None)

@@ -8,7 +8,8 @@ its terms of use (see the distribution's terms). Never commit the images.
 Expected layout (``data_manifests/jaffe.yaml``): one folder holding the 213 grayscale 256x256 TIFFs,
 named ``<SUBJ>.<POSE><n>.<idx>.tiff`` (e.g. ``KA.AN1.39.tiff``), and the README text file whose
 semantic-ratings table (header ``# HAP SAD SUR ANG DIS FEA PIC``, mean ratings 1-5 of 60 raters per
-image) gives the labels.
+image) gives the labels. Re-distributions often unpack the README beside a ``jaffe/`` folder of TIFFs:
+either folder may be given (:func:`image_folder`, :func:`find_ratings_readme`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.manifest import Problem, load_manifest
+from attnlib.data.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ POSES = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
 NAME_PATTERN = r"^(?P<subject>[A-Z]{2})\.(?P<pose>[A-Z]{2})(?P<n>\d+)\.(?P<index>\d+)\.tiff?$"
 _KEY = re.compile(r"^[A-Z]{2}-[A-Z]{2}\d+$")
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: The image folder of re-distributions that unpack the README beside it.
+IMAGE_SUBFOLDER = "jaffe"
 
 
 class JAFFEFormatError(ValueError):
@@ -57,19 +60,40 @@ def _is_header(line: str) -> bool:
     return text.startswith("#") and text[1:].split() == list(RATINGS_HEADER[1:])
 
 
-def find_ratings_readme(root: str | Path) -> Path:
-    """The first ``README*`` file directly in ``root`` (by name) that holds the ratings header.
+def _tiffs(folder: Path) -> list[Path]:
+    """The TIFF files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _TIFF_SUFFIXES)
 
-    Raises :class:`JAFFEFormatError` naming ``root`` and the files looked at when none does.
+
+def image_folder(root: str | Path) -> Path:
+    """The folder of the TIFFs: ``root`` when it holds a TIFF, else its ``jaffe/`` subfolder when there is
+    one (:data:`IMAGE_SUBFOLDER`), else ``root``."""
+    root = Path(root).expanduser()
+    sub = root / IMAGE_SUBFOLDER
+    if not root.is_dir() or _tiffs(root) or not sub.is_dir():
+        return root
+    return sub
+
+
+def find_ratings_readme(folder: str | Path) -> Path:
+    """The first ``README*`` file (by name) that holds the ratings header, in ``folder`` (the TIFFs') and
+    then in its parent.
+
+    Raises :class:`JAFFEFormatError` naming ``folder`` and the files looked at when none does.
     """
-    root = Path(root)
-    candidates = sorted(p for p in root.glob("[Rr][Ee][Aa][Dd][Mm][Ee]*") if p.is_file())
+    folder = Path(folder).expanduser().absolute()
+    candidates = [
+        path
+        for where in dict.fromkeys((folder, folder.parent))
+        for path in sorted(where.glob("[Rr][Ee][Aa][Dd][Mm][Ee]*"))
+        if path.is_file()
+    ]
     for path in candidates:
         if any(_is_header(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines()):
             return path
     raise JAFFEFormatError(
-        f"{root}: no README* file holds the ratings header {' '.join(RATINGS_HEADER)!r} "
-        f"(looked at {[p.name for p in candidates]})"
+        f"{folder}: no README* file here or in the parent folder holds the ratings header "
+        f"{' '.join(RATINGS_HEADER)!r} (looked at {[str(p.relative_to(folder.parent)) for p in candidates]})"
     )
 
 
@@ -131,7 +155,7 @@ def scan_images(root: str | Path, pattern: str = NAME_PATTERN) -> tuple[pd.DataF
     if not root.is_dir():
         raise JAFFEFormatError(f"{root}: JAFFE folder not found")
     rows, unmatched = [], []
-    for path in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _TIFF_SUFFIXES):
+    for path in _tiffs(root):
         match = regex.match(path.name)
         if match is None:
             unmatched.append(path)
@@ -199,14 +223,15 @@ class JAFFE(Dataset):
     """JAFFE faces labelled by their semantic ratings, in attnlib's dataset contract.
 
     Lyons et al., "Coding facial expressions with Gabor wavelets", FG 1998; get the data from Zenodo
-    (DOI 10.5281/zenodo.3451524) under the distribution's terms. ``root`` holds the TIFFs and the
-    README (``readme`` None: found with :func:`find_ratings_readme`). Each image joins the first
-    ratings table by ``<SUBJ>-<POSE><n>``; the label is the emotion with the largest mean rating
-    (index into :data:`LABEL_NAMES`, which follows the header order HAP SAD SUR ANG DIS FEA; a tie
-    goes to the first in that order). The posed expression is kept apart in ``metadata["pose"]`` (it
-    may differ from the label, and NE has no rating column). TIFFs without ratings are skipped and
-    TIFFs named otherwise ignored, both counted in one log line. Items: ``idx, id`` (e.g.
-    ``KA.AN1.39``), ``img`` (C x H x W float32 in [0, 1]), ``lab``.
+    (DOI 10.5281/zenodo.3451524) under the distribution's terms. ``root`` is the folder of the TIFFs or
+    its parent holding them in ``jaffe/`` (:func:`image_folder`; :attr:`root` becomes the TIFFs' folder);
+    with ``readme`` None the README is found in that folder or its parent (:func:`find_ratings_readme`).
+    Each image joins the first ratings table by ``<SUBJ>-<POSE><n>``; the label is the emotion with the
+    largest mean rating (index into :data:`LABEL_NAMES`, which follows the header order HAP SAD SUR ANG
+    DIS FEA; a tie goes to the first in that order). The posed expression is kept apart in
+    ``metadata["pose"]`` (it may differ from the label, and NE has no rating column). TIFFs without
+    ratings are skipped and TIFFs named otherwise ignored, both counted in one log line. Items:
+    ``idx, id`` (e.g. ``KA.AN1.39``), ``img`` (C x H x W float32 in [0, 1]), ``lab``.
     """
 
     root: Path
@@ -216,7 +241,7 @@ class JAFFE(Dataset):
     label_names: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root).expanduser()
+        self.root = image_folder(self.root)
         self.readme = Path(self.readme) if self.readme is not None else find_ratings_readme(self.root)
         ratings = read_ratings(self.readme)
         images, unmatched = scan_images(self.root)
@@ -269,47 +294,58 @@ class JAFFE(Dataset):
 
 
 def verify_jaffe(
-    root: str | Path, *, deep: bool = False, manifest: dict[str, Any] | None = None
+    root: str | Path,
+    *,
+    deep: bool = False,
+    readme: str | Path | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> list[Problem]:
     """Check a local JAFFE copy against ``data_manifests/jaffe.yaml``; every problem found (empty = clean).
 
-    Checks the image count, file names, subject and pose codes, that a README holds a ratings table
-    that parses, and that every image has ratings. With ``deep``, every image is decoded and its size
-    compared with the manifest's.
+    ``root`` and ``readme`` as for :class:`JAFFE`. Checks the image count (none is an error), file names,
+    subject and pose codes, that the README holds a ratings table that parses, and that every image has
+    ratings. With ``deep``, every image is decoded and its size compared with the manifest's; without it
+    a note counts the images not decoded.
     """
     manifest = manifest or load_manifest("jaffe")
     spec = manifest["files"]["images"]
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         return [Problem("error", root, "JAFFE folder not found: nothing else can be checked")]
-    images, unmatched = scan_images(root, spec["name_pattern"])
+    folder = image_folder(root)
+    images, unmatched = scan_images(folder, spec["name_pattern"])
     ignored = "name is not <SUBJ>.<POSE><n>.<idx>.tiff; the loader ignores it"
     problems = [Problem("warning", p, ignored) for p in unmatched]
     expected = manifest["expected_counts"]["images"]
-    if len(images) != expected:
-        problems.append(Problem("warning", root, f"{len(images)} images, the release has {expected}"))
+    if images.empty:
+        message = (f"no images named <SUBJ>.<POSE><n>.<idx>.tiff (the release has {expected}); give the "
+                   f"folder of the TIFFs or its parent holding them in {IMAGE_SUBFOLDER}/")
+        problems.append(Problem("error", folder, message))
+    elif len(images) != expected:
+        problems.append(Problem("warning", folder, f"{len(images)} images, the release has {expected}"))
     for row in images.itertuples():
         if row.subject not in spec["subjects"]:
-            problems.append(Problem("error", root / row.file, f"unknown subject {row.subject!r}"))
+            problems.append(Problem("error", folder / row.file, f"unknown subject {row.subject!r}"))
         if row.pose not in spec["poses"]:
-            problems.append(Problem("error", root / row.file, f"unknown pose {row.pose!r}"))
+            problems.append(Problem("error", folder / row.file, f"unknown pose {row.pose!r}"))
     try:
-        ratings = read_ratings(find_ratings_readme(root))
+        ratings = read_ratings(Path(readme) if readme is not None else find_ratings_readme(folder))
     except JAFFEFormatError as err:
         path, _, message = str(err).partition(": ")
         problems.append(Problem("error", Path(path), message))
     else:
         for row in images[~images["key"].isin(ratings["PIC"])].itertuples():
-            problems.append(Problem("error", root / row.file, f"no ratings row for {row.key}"))
-    if deep:
-        height, width = spec["size"]
-        for name in images["file"]:
-            try:
-                img = read_tiff(root / name)
-            except JAFFEFormatError as err:
-                problems.append(Problem("error", root / name, str(err).removeprefix(f"{root / name}: ")))
-                continue
-            if img.shape != (height, width):
-                found = f"{img.shape[0]}x{img.shape[1]}"
-                problems.append(Problem("error", root / name, f"image is {found}, expected {height}x{width}"))
+            problems.append(Problem("error", folder / row.file, f"no ratings row for {row.key}"))
+    if not deep:
+        return problems + not_decoded(folder, len(images), "images")
+    height, width = spec["size"]
+    for name in images["file"]:
+        try:
+            img = read_tiff(folder / name)
+        except JAFFEFormatError as err:
+            problems.append(Problem("error", folder / name, str(err).removeprefix(f"{folder / name}: ")))
+            continue
+        if img.shape != (height, width):
+            found = f"{img.shape[0]}x{img.shape[1]}"
+            problems.append(Problem("error", folder / name, f"image is {found}, expected {height}x{width}"))
     return problems

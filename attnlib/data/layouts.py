@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 from attnlib.data.generated import CONFIG_FILE
+from attnlib.data.jaffe import NAME_PATTERN, image_folder
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["egd-cxr", "idrid", "cub", "jaffe", "clickme", "synthetic"]
 
-_JAFFE_NAME = re.compile(r"^[A-Z]{2}\.[A-Z]{2}\d+\.\d+\.tiff?$")
 _CLICKME_NAME = re.compile(r"(\.npz|\.tfrecords?|-\d{5}-of-\d{5})$")
 
 
@@ -39,8 +39,8 @@ def _is_cub(root: Path) -> bool:
 
 
 def _is_jaffe(root: Path) -> bool:
-    folders = [root, root / "jaffe"]
-    return any(_JAFFE_NAME.match(p.name) for f in folders if f.is_dir() for p in f.iterdir())
+    folder = image_folder(root)
+    return folder.is_dir() and any(re.match(NAME_PATTERN, p.name) for p in folder.iterdir())
 
 
 def _is_clickme(root: Path) -> bool:
