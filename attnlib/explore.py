@@ -682,9 +682,11 @@ def cub_samples(ds: CUB200, per_class: int = 3, seed: int = 0, max_classes: int 
     return _grid(picks, ds.label_names[:max_classes], draw, title=title, panel=2.1)
 
 
-def bubble_statistics(bubbles: pd.DataFrame) -> pd.DataFrame:
-    """Per image: bubbles, workers, bubbles per worker and the median radius (original pixels)."""
-    table = bubbles.groupby("image").agg(bubbles=("x", "size"), workers=("worker", "nunique"),
+def bubble_statistics(bubbles: pd.DataFrame, datasets: Sequence[CUB200]) -> pd.DataFrame:
+    """Per image of ``datasets`` (bubbles of other images are left out, as ``verify_cub`` counts them):
+    bubbles, workers, bubbles per worker and the median radius (original pixels)."""
+    listed = {rel for ds in datasets for rel in ds.metadata["id"]}
+    table = bubbles[bubbles["image"].isin(listed)].groupby("image").agg(bubbles=("x", "size"), workers=("worker", "nunique"),
                                          median_radius=("radius", "median"))
     table["bubbles_per_worker"] = table["bubbles"] / table["workers"]
     return table
@@ -708,7 +710,7 @@ def bubble_figure(ds: CUB200, bubbles: pd.DataFrame, n: int = 4, bandwidth: floa
         _show(row[0], ds.image(i), f"{Path(rel).stem}: {len(part)} bubbles")
         colours = dict(zip(part["worker"].unique(), plt.cm.tab10.colors, strict=False))
         for b in part.itertuples():
-            centre = (b.x * size / width, b.y * size / height)
+            centre = ((b.x + 0.5) * size / width, (b.y + 0.5) * size / height)  # pixel centres, edge axes
             row[0].add_patch(Ellipse(centre, 2 * b.radius * size / width, 2 * b.radius * size / height,
                                      fill=False, edgecolor=colours.get(b.worker, "red"), linewidth=1.0))
         row[1].imshow(density, cmap="magma", vmin=0, vmax=1, extent=(0, size, size, 0))

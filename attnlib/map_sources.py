@@ -17,15 +17,22 @@ players, then blurred), with :func:`player_halves` for the inter-rater reliabili
 
 Bandwidth rule of :func:`bubble_map`: every bubble contributes an isotropic Gaussian centred on it
 whose standard deviation is the bubble's own radius (a variable-bandwidth KDE: a player who opens a
-large bubble reveals a large region), unless a fixed ``bandwidth`` in image pixels is given. The
-densities of all bubbles of an image (all workers) are summed and divided by their maximum. Not
-``scipy.stats.gaussian_kde``: its bandwidth comes from the covariance of all centres, which merges two
-distant clusters of bubbles into one blob and is undefined for a single bubble.
+large bubble reveals a large region), unless a fixed ``bandwidth`` in image pixels is given. Each
+Gaussian has peak 1 by default (``weighting="peak"``: its mass grows with the radius squared, so a large
+bubble weighs more than a small one) or mass 1 (``"mass"``: every bubble weighs the same, a large one
+spread thinner). The densities of all bubbles of an image (all workers) are summed and divided by their
+maximum. Not ``scipy.stats.gaussian_kde``: its bandwidth comes from the covariance of all centres, which
+merges two distant clusters of bubbles into one blob and is undefined for a single bubble.
+
+Coordinates: pixel ``(row, col)`` of an image is centred on the point ``(row, col)`` (0-based, as the
+bubbles CSV of :mod:`attnlib.data.cub` states), so a point ``x`` of an image of width ``W`` lies at
+``(x + 0.5) * w / W - 0.5`` on a grid of width ``w``; lengths (radii) scale by ``w / W``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -44,11 +51,15 @@ def bubble_map(
     image_size: tuple[int, int],
     bandwidth: float | None = None,
     out_size: tuple[int, int] | None = None,
+    weighting: Literal["peak", "mass"] = "peak",
 ) -> np.ndarray:
     """KDE of one image's bubbles (columns ``x`` = column, ``y`` = row, ``radius``, in pixels of an image
-    of ``image_size`` (H, W)), normalised to [0, 1]; at ``out_size`` (H, W) if given (coordinates scaled).
+    of ``image_size`` (H, W)), normalised to [0, 1]; at ``out_size`` (H, W) if given (pixel centres map to
+    cell centres: ``(x + 0.5) * w / W - 0.5``, radii times ``w / W``; module docstring).
 
-    Bandwidth: each bubble's radius, or ``bandwidth`` pixels for all (module docstring). No bubbles
+    Bandwidth: each bubble's radius, or ``bandwidth`` pixels for all. ``weighting``: each bubble a
+    Gaussian of peak 1 (``"peak"``: larger bubbles weigh more) or of mass 1 (``"mass"``: divided by
+    ``2 pi sigma_x sigma_y``, every bubble weighs the same); equal with a fixed ``bandwidth``. No bubbles
     give a map of zeros.
     """
     missing = [c for c in BUBBLE_COLUMNS if c not in bubbles.columns]
@@ -60,24 +71,21 @@ def bubble_map(
         raise ValueError(f"image_size {image_size} and out_size {out_size} must be positive")
     if bandwidth is not None and not bandwidth > 0:
         raise ValueError(f"bandwidth must be a positive number of pixels, got {bandwidth}")
-    x = bubbles["x"].to_numpy(float) * out_w / width
-    y = bubbles["y"].to_numpy(float) * out_h / height
+    if weighting not in ("peak", "mass"):
+        raise ValueError(f"weighting must be 'peak' or 'mass', got {weighting!r}")
+    scale_y, scale_x = out_h / height, out_w / width
+    x = (bubbles["x"].to_numpy(float) + 0.5) * scale_x - 0.5
+    y = (bubbles["y"].to_numpy(float) + 0.5) * scale_y - 0.5
     radius = (
         bubbles["radius"].to_numpy(float) if bandwidth is None else np.full(len(bubbles), float(bandwidth))
     )
     if len(radius) and not (radius > 0).all():
         raise ValueError(f"bubble radii must be positive, got {radius.min()}")
-    sigma_y, sigma_x = radius * out_h / height, radius * out_w / width
-    rows = np.arange(out_h, dtype=float)[None, :, None]
-    cols = np.arange(out_w, dtype=float)[None, None, :]
-    density = (
-        np.exp(
-            -0.5 * ((rows - y[:, None, None]) / sigma_y[:, None, None]) ** 2
-            - 0.5 * ((cols - x[:, None, None]) / sigma_x[:, None, None]) ** 2
-        ).sum(axis=0)
-        if len(x)
-        else np.zeros((out_h, out_w))
-    )
+    sigma_y, sigma_x = radius * scale_y, radius * scale_x
+    weight = 1 / (2 * np.pi * sigma_y * sigma_x) if weighting == "mass" else np.ones_like(radius)
+    rows = (np.arange(out_h)[None, :, None] - y[:, None, None]) / sigma_y[:, None, None]
+    cols = (np.arange(out_w)[None, None, :] - x[:, None, None]) / sigma_x[:, None, None]
+    density = (weight[:, None, None] * np.exp(-0.5 * (rows**2 + cols**2))).sum(axis=0)
     return _normalise(density)
 
 

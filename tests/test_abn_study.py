@@ -187,6 +187,33 @@ def test_real_layouts_load_with_their_knowledge(tmp_path):
         idrid.replicate(len(idrid.splits))
 
 
+def test_cub_bubbles_csv_is_a_parameter_and_its_grid_maps_keep_pixel_centres(tmp_path):
+    from attnlib.data.cub import CUBFormatError
+    from attnlib.data.layout_samples import CUB_IMAGES, write_cub_bubbles, write_cub_sample
+
+    root = write_cub_sample(tmp_path / "cub")
+    write_cub_bubbles(root / "bubbles.csv")  # the default, which an explicit CSV replaces
+    first = next(iter(CUB_IMAGES))  # 120 x 90 px (W x H)
+    csv = tmp_path / "elsewhere" / "my_bubbles.csv"
+    csv.parent.mkdir()
+    # on a 4 x 4 grid a cell is 30 columns x 22.5 rows; cell (1, 1) is centred on the image point
+    # (x, y) = (1.5 * 30 - 0.5, 1.5 * 22.5 - 0.5) = (44.5, 33.25); radius 30 = sigma 1 cell across, 4/3 down
+    csv.write_text(f"image,worker,x,y,radius\n{first},w1,44.5,33.25,30\n")
+    cub = abn.load_data("cub", root, profile="smoke", bubbles_csv=csv)
+    assert list(cub.bubbles) == [first] and str(csv) in cub.description
+    grid_map, _ = abn.human_map(cub, first, "bubbles", np.zeros((4, 4), np.float32), {})
+    assert grid_map[1, 1] == pytest.approx(1.0)
+    assert grid_map[1, 0] == pytest.approx(np.exp(-0.5), rel=1e-5)
+    assert grid_map[1, 2] == pytest.approx(grid_map[1, 0])
+    assert grid_map[0, 1] == pytest.approx(np.exp(-0.5 * 0.75**2), rel=1e-5)
+    assert grid_map[2, 1] == pytest.approx(grid_map[0, 1])
+    assert len(abn.load_data("cub", root, profile="smoke").bubbles) == 6  # the default CSV: training images
+    with pytest.raises(CUBFormatError, match="missing.csv: bubbles CSV not found"):
+        abn.load_data("cub", root, profile="smoke", bubbles_csv=tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="bubbles_csv applies to cub only"):
+        abn.load_data("idrid", tmp_path, profile="smoke", bubbles_csv=csv)
+
+
 def test_training_curves_continue_after_the_base_epochs(replicates):
     _, results = replicates
     curves = abn.training_curves(results[0])

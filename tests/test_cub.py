@@ -12,6 +12,7 @@ from attnlib.data.cub import (
     BBox,
     CUBFormatError,
     check_bubbles,
+    class_file,
     list_file,
     read_bubbles,
     read_list,
@@ -21,6 +22,7 @@ from attnlib.data.layout_samples import (
     CUB_BUBBLE_OUTSIDE,
     CUB_BUBBLE_UNKNOWN,
     CUB_BUBBLES,
+    CUB_CLASSES,
     CUB_HIDDEN,
     CUB_IMAGES,
     cub_segmentation,
@@ -99,7 +101,11 @@ def test_bad_lists_and_class_folders_are_reported(root):
     with pytest.raises(CUBFormatError, match=r"test\.txt: line 1: .* is not a path like"):
         _plain(root, "test")
     list_file(root, "test").write_text("004.Groove_billed_Ani/Groove_billed_Ani_0001_1711.jpg\n")
-    with pytest.raises(CUBFormatError, match=r"test\.txt: classes \['004\.Groove_billed_Ani'\] have no"):
+    unknown = r"test\.txt: classes \['004\.Groove_billed_Ani'\]"
+    with pytest.raises(CUBFormatError, match=rf"{unknown} are not in .*lists/classes\.txt"):
+        _plain(root, "test")
+    class_file(root).unlink()  # without the class list, the class folders are the classes
+    with pytest.raises(CUBFormatError, match=rf"{unknown} have no folder in images/"):
         _plain(root, "test")
     list_file(root, "train").unlink()
     with pytest.raises(CUBFormatError, match=r"train\.txt: split list not found"):
@@ -160,25 +166,103 @@ def test_bubbles_feed_the_density_map_at_their_original_size(root, tmp_path):
 
 def test_verify_counts_and_problems(root, tmp_path):
     (root / "annotations-mat" / TEST[2]).with_suffix(".mat").unlink()
-    bubbles = write_cub_bubbles(tmp_path / "bubbles.csv", outside_centre=True)
+    bubbles = write_cub_bubbles(tmp_path / "bubbles.csv", unknown_image=True, outside_centre=True)
     counts, problems = verify_cub(root, bubbles, deep=True)
+    # the unknown image's bubble counts among the rows only: 6 training images with 4 bubbles, one with 5
     assert counts == {
         "train_images": 6, "test_images": 3, "classes": 3, "hidden_list_entries_skipped": 1,
-        "annotations_present": 8, "annotations_missing": 1, "bubbles": len(CUB_BUBBLES) + 1,
-        "images_with_bubbles": 6, "train_images_without_bubbles": 0, "bubbles_per_image_min": 4,
-        "bubbles_per_image_mean": 4.17, "bubbles_per_image_max": 5,
+        "annotations_present": 8, "annotations_missing": 1, "bubbles": len(CUB_BUBBLES) + 2,
+        "images_with_bubbles": 6, "train_images_without_bubbles": 0, "test_images_without_bubbles": 3,
+        "bubbles_per_image_min": 4, "bubbles_per_image_mean": 4.17, "bubbles_per_image_max": 5,
     }
     found = {(p.severity, p.path.name, p.message) for p in problems}
+    n = len(CUB_BUBBLES)
     assert found == {
         ("warning", "train.txt", "6 images, the release has 3000"),
         ("warning", "test.txt", "3 images, the release has 3033"),
-        ("warning", "images", "3 classes, the release has 200"),
+        ("warning", "classes.txt", "3 classes, the release has 200"),
         ("warning", "Sooty_Albatross_0003_796339.mat", "annotation not found"),
-        ("error", "bubbles.csv", f"line {len(CUB_BUBBLES) + 2}: centre (x=131.5, y=20) lies outside "
-                  f"{CUB_BUBBLE_OUTSIDE[0]} (128 x 96 px, W x H)"),
+        ("error", "bubbles.csv", f"line {n + 2}: image {CUB_BUBBLE_UNKNOWN[0]!r} is in no split list"),
+        ("error", "bubbles.csv",
+         f"line {n + 3}: centre (x=131.5, y=20) lies outside {CUB_BUBBLE_OUTSIDE[0]} (128 x 96 px, W x H)"),
+        ("warning", "bubbles.csv", "3 test images have no bubbles"),
     }
     message = verify_cub(root / "missing")[1][0].message
     assert message.endswith("image folder not found: nothing else can be checked")
+
+
+def test_verify_bubbles_of_unknown_images_only_and_images_without_bubbles_in_both_splits(root, tmp_path):
+    path = tmp_path / "bubbles.csv"
+    path.write_text("image,worker,x,y,radius\n" + ",".join(map(str, CUB_BUBBLE_UNKNOWN)) + "\n")
+    counts, problems = verify_cub(root, path, deep=True)
+    assert {k: v for k, v in counts.items() if "bubble" in k} == {
+        "bubbles": 1, "images_with_bubbles": 0, "train_images_without_bubbles": 6,
+        "test_images_without_bubbles": 3,
+    }
+    assert [(p.severity, p.message) for p in problems if p.path == path] == [
+        ("error", f"line 2: image {CUB_BUBBLE_UNKNOWN[0]!r} is in no split list"),
+        ("warning", "6 training images have no bubbles"),
+        ("warning", "3 test images have no bubbles"),
+    ]
+
+
+def test_verify_without_deep_notes_what_it_did_not_decode(tmp_path):
+    root = write_cub_sample(tmp_path / "cub", corrupt_image=True, missing_annotation=True)
+    quick = verify_cub(root)[1]
+    assert [p for p in quick if p.severity == "error"] == []  # the corrupt JPEG is not read
+    assert [(p.severity, p.path, p.message) for p in quick if p.severity == "note"] == [
+        ("note", root, "9 images not decoded; run with --deep to check them"),
+        ("note", root, "8 annotations not decoded; run with --deep to check them"),
+    ]
+    deep = verify_cub(root, deep=True)[1]
+    assert [(p.path.name, p.message.split(" (")[0]) for p in deep if p.severity == "error"] == [
+        (Path(TEST[0]).name, "unreadable image")
+    ]
+    assert not [p for p in deep if p.severity == "note"]
+
+
+def _drop_class(root: Path, folder: str) -> None:
+    """Remove a class's folders and list lines, as a copy without that class would be."""
+    for path in (root / "images" / folder, root / "annotations-mat" / folder):
+        for file in path.iterdir():
+            file.unlink()
+        path.rmdir()
+    for split in ("train", "test"):
+        lines = list_file(root, split).read_text().splitlines()
+        kept = [line for line in lines if not line.startswith(folder)]
+        list_file(root, split).write_text("".join(f"{line}\n" for line in kept))
+
+
+def test_classes_come_from_classes_txt_and_a_class_without_images_needs_no_folder(root):
+    assert class_file(root).read_text().splitlines() == list(CUB_CLASSES)
+    _drop_class(root, CUB_CLASSES[1])
+    with class_file(root).open("a") as f:
+        f.write("004.Groove_billed_Ani\n")  # a class with neither folder nor images
+    train, test = _plain(root), _plain(root, "test")
+    assert train.label_names == ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross",
+                                 "Groove_billed_Ani"]
+    assert train.labels.tolist() == [0, 0, 2, 2] and test.labels.tolist() == [0, 2]
+    assert test.class_counts == {"Black_footed_Albatross": 1, "Laysan_Albatross": 0, "Sooty_Albatross": 1,
+                                 "Groove_billed_Ani": 0}
+    counts, problems = verify_cub(root, deep=True)
+    assert counts["classes"] == 4 and counts["train_images"] == 4 and counts["test_images"] == 2
+    assert not [p for p in problems if p.severity == "error"]
+    class_file(root).unlink()  # the fallback, the class folders, must run 001 ... K
+    with pytest.raises(CUBFormatError, match=r"class folders must be numbered 001 \.\.\. K; missing \[2\]"):
+        _plain(root)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("002.Laysan_Albatross\n", r"line 1: class 002 where 001 is due"),
+        ("001.Black_footed_Albatross\n\nLaysan\n", r"line 3: 'Laysan' is not NNN\.Class_Name"),
+    ],
+)
+def test_bad_classes_txt_names_the_line(root, text, message):
+    class_file(root).write_text(text)
+    with pytest.raises(CUBFormatError, match=rf"classes\.txt: {message}"):
+        _plain(root)
 
 
 def test_manifest_matches_the_loader():
@@ -196,6 +280,6 @@ def test_cli_verify_cub_prints_counts(root, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "train_images: 6\ntest_images: 3\nclasses: 3\n" in out.out
-    assert f"bubbles: {len(CUB_BUBBLES)}\n" in out.out and "0 errors, 3 warnings" in out.out
+    assert f"bubbles: {len(CUB_BUBBLES)}\n" in out.out and "0 errors, 4 warnings" in out.out
     assert main(["data", "verify", "cub", "--root", str(root), "--bubbles", str(write_cub_bubbles(
         tmp_path / "bad.csv", unknown_image=True))]) == 1

@@ -27,9 +27,14 @@ from attnlib.data.idrid import (
     verify_idrid,
 )
 from attnlib.data.jaffe import JAFFE, LABEL_NAMES, RATING_COLUMNS, verify_jaffe
+from attnlib.data.cub import CUB200, read_bubbles
 from attnlib.data.layout_samples import (
     CLICKME_IMAGES,
+    CUB_BUBBLE_UNKNOWN,
+    CUB_BUBBLES,
     write_clickme_sample,
+    write_cub_bubbles,
+    write_cub_sample,
     write_idrid_sample,
     write_jaffe_sample,
 )
@@ -448,4 +453,19 @@ def test_clickme_records_counts_and_samples(tmp_path, form):
     heat = blurred[k]["map"][0].numpy()
     expected = (heat - heat.min()) / (heat.max() - heat.min())
     np.testing.assert_allclose(np.asarray(fig.axes[1].images[1].get_array()), expected, rtol=1e-5, atol=1e-6)
+    plt.close("all")
+
+
+def test_bubble_statistics_and_figure_count_listed_images_at_pixel_centres(tmp_path):
+    root = write_cub_sample(tmp_path / "cub")
+    bubbles = read_bubbles(write_cub_bubbles(tmp_path / "bubbles.csv", unknown_image=True))
+    sets = [CUB200(root, split, image_size=64, cache=None) for split in ("train", "test")]
+    stats = explore.bubble_statistics(bubbles, sets)
+    assert CUB_BUBBLE_UNKNOWN[0] not in stats.index
+    assert stats["bubbles"].sum() == len(CUB_BUBBLES)
+    fig = explore.bubble_figure(sets[0], bubbles, n=1)
+    first = CUB_BUBBLES[0]
+    height, width = sets[0].original_size(list(sets[0].metadata["id"]).index(first[0]))
+    ellipse = fig.axes[0].patches[0]  # the first bubble, on axes with pixel edges at integers
+    assert ellipse.center == pytest.approx(((first[2] + 0.5) * 64 / width, (first[3] + 0.5) * 64 / height))
     plt.close("all")

@@ -14,6 +14,7 @@ from attnlib.data.layout_samples import (
     write_jaffe_sample,
 )
 from attnlib.data.layouts import detect_layout, resolve_dataset
+from attnlib.papers import abn
 from attnlib.papers import global_attention as ga
 
 
@@ -62,3 +63,11 @@ def test_global_attention_needs_only_data_root(tmp_path):
     data = ga.load_data(data_root=write_jaffe_sample(tmp_path / "jaffe"), profile="smoke")
     assert data.name == "jaffe"
     assert len(data.train) + len(data.test) > 0
+
+
+@pytest.mark.slow
+def test_abn_needs_only_data_root(tmp_path):
+    data = abn.load_data(data_root=write_cub_sample(tmp_path / "cub"), profile="smoke")
+    assert data.name == "cub"
+    with pytest.raises(ValueError, match="holds jaffe data, which the ABN study does not use"):
+        abn.load_data(data_root=write_jaffe_sample(tmp_path / "jaffe"), profile="smoke")

@@ -5,10 +5,11 @@ report CNS-TR-2010-001 (2010), https://www.vision.caltech.edu/datasets/cub_200/.
 cite the report. Never commit the images.
 
 Layout (``data_manifests/cub200_2010.yaml``): ``images/NNN.Class_Name/<file>.jpg``; ``lists/train.txt``
-and ``lists/test.txt`` (3,000 / 3,033 lines, each a path relative to ``images/``); the label is
-``int(NNN) - 1``; ``annotations-mat/NNN.Class_Name/<image stem>.mat`` holds ``seg`` (H x W, non-zero =
-bird) and ``bbox`` (a struct with ``left, top, right, bottom``, returned as stored). Hidden ``._*``
-files (macOS resource forks) are skipped everywhere, also when a list names them.
+and ``lists/test.txt`` (3,000 / 3,033 lines, each a path relative to ``images/``); ``lists/classes.txt``
+(200 lines ``NNN.Class_Name`` in class order: the class list; without it, the class folders of
+``images/``); the label is ``int(NNN) - 1``; ``annotations-mat/NNN.Class_Name/<image stem>.mat`` holds
+``seg`` (H x W, non-zero = bird) and ``bbox`` (a struct with ``left, top, right, bottom``, returned as
+stored). Hidden ``._*`` files (macOS resource forks) are skipped everywhere, also when a list names them.
 
 Bubbles (the "Bubbles" game: circles a player opened to see the bird). The public file format could not
 be confirmed; attnlib reads a CSV with the columns ``image, worker, x, y, radius``: ``image`` the path as
@@ -36,7 +37,7 @@ from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.idrid import image_item
-from attnlib.data.manifest import Problem, load_manifest
+from attnlib.data.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 IMAGES_DIR = "images"
 LISTS_DIR = "lists"
+CLASSES_FILE = "classes.txt"
 ANNOTATIONS_DIR = "annotations-mat"
 BBOX_FIELDS = ("left", "top", "right", "bottom")
 BUBBLE_COLUMNS = ("image", "worker", "x", "y", "radius")
@@ -88,6 +90,11 @@ def list_file(root: str | Path, split: Split) -> Path:
     return Path(root) / LISTS_DIR / f"{split}.txt"
 
 
+def class_file(root: str | Path) -> Path:
+    """``lists/classes.txt``: the class list, one ``NNN.Class_Name`` per line."""
+    return Path(root) / LISTS_DIR / CLASSES_FILE
+
+
 def annotation_file(root: str | Path, rel: str) -> Path:
     """``annotations-mat/<class folder>/<image stem>.mat`` of the image at ``images/<rel>``."""
     return (Path(root) / ANNOTATIONS_DIR / rel).with_suffix(".mat")
@@ -112,6 +119,36 @@ def read_list(path: str | Path) -> list[str]:
             raise CUBFormatError(f"{path}: line {lineno}: {err}") from err
         entries.append(rel)
     return entries
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """The class names ``NNN.Class_Name`` of a ``classes.txt``, in file order; blank lines skipped.
+
+    Raises :class:`CUBFormatError` naming the file and line when a line is not ``NNN.Class_Name`` or its
+    number is not its position (the list must run 001 ... K, so that label ``NNN - 1`` indexes it).
+    """
+    path = Path(path)
+    names: list[str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        try:
+            number = class_number(f"{name}/x")
+        except CUBFormatError:
+            raise CUBFormatError(f"{path}: line {lineno}: {name!r} is not NNN.Class_Name") from None
+        if number != len(names) + 1:
+            due = len(names) + 1
+            raise CUBFormatError(f"{path}: line {lineno}: class {number:03d} where {due:03d} is due")
+        names.append(name)
+    return names
+
+
+def class_names(root: str | Path) -> list[str]:
+    """The classes ``NNN.Class_Name`` in class order: :func:`read_classes` of ``lists/classes.txt`` when
+    present (class folders may then be missing), else :func:`class_folders`."""
+    path = class_file(root)
+    return read_classes(path) if path.is_file() else class_folders(root)
 
 
 def class_folders(root: str | Path) -> list[str]:
@@ -191,10 +228,11 @@ class CUB200(Dataset):
 
     Get the data from https://www.vision.caltech.edu/datasets/cub_200/ (images, lists, annotations)
     and pass the folder holding ``images/``, ``lists/`` and ``annotations-mat/`` as ``root``. ``split``
-    is the official list. ``label_names`` are the class folders' names without the number, in class
-    order (label = ``NNN - 1``). Items: ``idx``, ``id`` (the path as in the list, e.g.
-    ``001.Black_footed_Albatross/Black_footed_Albatross_0001.jpg``), ``img`` (3 x S x S float32, S =
-    ``image_size``; [0, 1] unless ``standardize`` applies ImageNet mean/std), ``lab``.
+    is the official list. ``label_names`` are the class names (:func:`class_names`: ``lists/classes.txt``,
+    else the class folders) without the number, in class order (label = ``NNN - 1``). Items: ``idx``,
+    ``id`` (the path as in the list, e.g. ``001.Black_footed_Albatross/Black_footed_Albatross_0001.jpg``),
+    ``img`` (3 x S x S float32, S = ``image_size``; [0, 1] unless ``standardize`` applies ImageNet
+    mean/std), ``lab``.
     """
 
     root: Path
@@ -209,14 +247,16 @@ class CUB200(Dataset):
         if self.image_size < 1:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         self.root = Path(self.root).expanduser()
-        folders = class_folders(self.root)
-        self.label_names = [name.partition(".")[2] for name in folders]
+        if not (self.root / IMAGES_DIR).is_dir():
+            raise CUBFormatError(f"{self.root / IMAGES_DIR}: image folder not found")
+        classes = class_names(self.root)
+        self.label_names = [name.partition(".")[2] for name in classes]
         rels = read_list(list_file(self.root, self.split))
-        unknown = sorted({Path(rel).parts[0] for rel in rels} - set(folders))
+        unknown = sorted({Path(rel).parts[0] for rel in rels} - set(classes))
         if unknown:
-            raise CUBFormatError(
-                f"{list_file(self.root, self.split)}: classes {unknown[:5]} have no folder in images/"
-            )
+            listed = class_file(self.root)
+            where = f"are not in {listed}" if listed.is_file() else "have no folder in images/"
+            raise CUBFormatError(f"{list_file(self.root, self.split)}: classes {unknown[:5]} {where}")
         if not rels:
             raise CUBFormatError(f"{list_file(self.root, self.split)}: no images listed")
         self.metadata = pd.DataFrame({"id": rels, "label": [class_number(rel) - 1 for rel in rels]})
@@ -341,11 +381,16 @@ def verify_cub(
     """Check a local CUB-200-2010 copy (and a bubbles CSV) against ``data_manifests/cub200_2010.yaml``.
 
     Returns counts (images per split, classes, hidden list entries skipped, annotations present and
-    missing; with ``bubbles``: bubbles, images with bubbles, training images without, bubbles per image
-    min / mean / max) and every problem found: missing folders or lists, listed images without a file,
-    images in no list, missing annotations (warnings), counts that differ from the release (warnings),
-    and :func:`check_bubbles`'s errors. With ``deep``, every image and annotation is read and each ``seg``
-    compared with its image's size and each bbox with its bounds.
+    missing; with ``bubbles``: the CSV's rows, images with bubbles, training and test images without, and
+    bubbles per image min / mean / max) and every problem found: missing folders or lists, listed images
+    without a file, images in no list, missing annotations (warnings), counts that differ from the release
+    (warnings), and :func:`check_bubbles`'s errors. A bubble of an image in no list is such an error and
+    counts only among the rows: images with bubbles and the per-image statistics are of listed images.
+    Listed images without bubbles are one warning per split, for training and test alike: they have no
+    bubble map, so the ABN study's ``bubbles`` source (a map for every test image and every selected
+    training image) fails on them, while the data and its other map sources work. With ``deep``, every
+    image and annotation is read and each ``seg`` compared with its image's size and each bbox with its
+    bounds; without it, notes count the images and annotations not decoded.
     """
     manifest = manifest or load_manifest("cub200-2010")
     root = Path(root).expanduser()
@@ -367,19 +412,21 @@ def verify_cub(
         if len(ds) != expected[ds.split]
     ]
     if counts["classes"] != expected["classes"]:
-        problems.append(Problem("warning", root / IMAGES_DIR, f"{counts['classes']} classes, the release has "
-                                                              f"{expected['classes']}"))
+        classes_from = class_file(root) if class_file(root).is_file() else root / IMAGES_DIR
+        problems.append(Problem("warning", classes_from, f"{counts['classes']} classes, the release has "
+                                                         f"{expected['classes']}"))
     listed = {rel for ds in sets for rel in ds.metadata["id"]}
     on_disk = {p.relative_to(root / IMAGES_DIR).as_posix() for p in (root / IMAGES_DIR).glob("*/*.jpg")}
     problems += [Problem("warning", root / IMAGES_DIR / rel, "image is in no split list") for rel in
                  sorted(rel for rel in on_disk - listed if not is_hidden(rel))]
-    present = 0
+    images = present = 0
     for ds in sets:
         for i, rel in enumerate(ds.metadata["id"]):
             image, mat = ds.image_path(i), annotation_file(root, rel)
             if rel not in on_disk:
                 problems.append(Problem("error", image, f"listed in {ds.split}.txt but not found"))
                 continue
+            images += 1
             present += mat.is_file()
             if not mat.is_file():
                 problems.append(Problem("warning", mat, "annotation not found"))
@@ -393,21 +440,32 @@ def verify_cub(
             problems.append(Problem("error", Path(bubbles), str(err).removeprefix(f"{bubbles}: ")))
         else:
             problems += check_bubbles(table, sets, bubbles)
-            per_image = table.groupby("image").size()
-            train_ids = set(sets[0].metadata["id"])
-            without = len(train_ids - set(per_image.index))
-            counts.update(
-                bubbles=len(table),
-                images_with_bubbles=len(per_image),
-                train_images_without_bubbles=without,
-                bubbles_per_image_min=int(per_image.min()),
-                bubbles_per_image_mean=round(float(per_image.mean()), 2),
-                bubbles_per_image_max=int(per_image.max()),
-            )
-            if without:
-                message = f"{without} training images have no bubbles"
-                problems.append(Problem("warning", Path(bubbles), message))
+            counts.update(_bubble_counts(table, sets))
+            for ds, name in zip(sets, ("training", "test"), strict=True):
+                without = counts[f"{ds.split}_images_without_bubbles"]
+                if without:
+                    message = f"{without} {name} images have no bubbles"
+                    problems.append(Problem("warning", Path(bubbles), message))
+    if not deep:
+        problems += not_decoded(root, images, "images") + not_decoded(root, present, "annotations")
     return counts, problems
+
+
+def _bubble_counts(table: pd.DataFrame, sets: Sequence[CUB200]) -> dict[str, int | float]:
+    """The bubble counts of :func:`verify_cub`: ``bubbles`` counts every row, the others listed images only
+    (the per-image statistics only when some image has bubbles)."""
+    listed = table["image"].isin([rel for ds in sets for rel in ds.metadata["id"]])
+    per_image = table[listed].groupby("image").size()
+    counts: dict[str, int | float] = {"bubbles": len(table), "images_with_bubbles": len(per_image)}
+    for ds in sets:
+        counts[f"{ds.split}_images_without_bubbles"] = int((~ds.metadata["id"].isin(per_image.index)).sum())
+    if len(per_image):
+        counts.update(
+            bubbles_per_image_min=int(per_image.min()),
+            bubbles_per_image_mean=round(float(per_image.mean()), 2),
+            bubbles_per_image_max=int(per_image.max()),
+        )
+    return counts
 
 
 def _deep_check(ds: CUB200, i: int, mat: Path) -> list[Problem]:

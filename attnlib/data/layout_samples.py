@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from tfrecord.example_pb2 import Example
 
 from attnlib.data.clickme import encode_example, write_tfrecord
-from attnlib.data.cub import ANNOTATIONS_DIR, IMAGES_DIR, LISTS_DIR, annotation_file
+from attnlib.data.cub import ANNOTATIONS_DIR, IMAGES_DIR, LISTS_DIR, annotation_file, class_file
 from attnlib.data.idrid import image_dir, label_file
 from attnlib.data.idrid_lesions import lesion_file, segmentation_image_dir
 
@@ -373,7 +373,8 @@ def write_cub_sample(
     """Write the CUB-200-2010 sample (:data:`CUB_IMAGES`) into ``root`` and return ``root``.
 
     ``images/<class>/<file>.jpg`` (a sky-blue picture with the bird, a class-coloured ellipse),
-    ``lists/{train,test}.txt`` (with :data:`CUB_HIDDEN` among the training lines), and
+    ``lists/{train,test}.txt`` (with :data:`CUB_HIDDEN` among the training lines), ``lists/classes.txt``
+    (:data:`CUB_CLASSES`, one per line), and
     ``annotations-mat/<class>/<stem>.mat`` holding ``seg`` (:func:`cub_segmentation`) and ``bbox`` (a struct
     of doubles ``left, top, right, bottom``), as :func:`scipy.io.savemat` writes a MATLAB struct.
     ``corrupt_image`` makes the first test image a broken JPEG; ``missing_annotation`` leaves out the
@@ -407,6 +408,7 @@ def write_cub_sample(
         if split == "train":
             rels.insert(1, CUB_HIDDEN)
         (root / LISTS_DIR / f"{split}.txt").write_text("\n".join(rels) + "\n", encoding="utf-8")
+    class_file(root).write_text("\n".join(CUB_CLASSES) + "\n", encoding="utf-8")
     return root
 
 

@@ -35,6 +35,7 @@ from attnlib.data.arrays import ArrayDataset
 from attnlib.data.cub import CUB200, read_bubbles
 from attnlib.data.defaults import synthetic_finegrained
 from attnlib.data.idrid_lesions import IDRiDLesions
+from attnlib.data.layouts import resolve_dataset
 from attnlib.data.splits import stratified_folds
 from attnlib.data.synthetic_finegrained import FineGrainedDataset
 from attnlib.edited_maps import EditedMap, EditedMapDataset, EditedMapStore, Provenance
@@ -51,6 +52,8 @@ from attnlib.training.trainer import TrainConfig, Trainer
 
 STUDY = "abn"
 DATASETS = ("synthetic", "cub", "idrid")
+#: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set.
+LAYOUT_DATASETS = {"synthetic": "synthetic", "cub": "cub", "idrid": "idrid"}
 MAP_SOURCES = ("editor", "bubbles", "segmentation")
 #: Explanation methods of Tables 4-5 / 7-8, in table order.
 EXPLANATIONS = ("CAM", "Grad-CAM", "ABN", "fine-tuned")
@@ -102,16 +105,22 @@ class StudyData:
 
 
 def load_data(
-    dataset: str = "synthetic",
+    dataset: str | None = None,
     data_root: str | Path | None = None,
     profile: str | None = None,
+    bubbles_csv: str | Path | None = None,
     **synthetic: Any,
 ) -> StudyData:
     """The study's data: ``synthetic`` (the fine-grained default, generated on first use; ``data_root``
     a folder of ``generate_finegrained``), ``cub`` (CUB-200-2010, official train/test lists, bubbles from
-    ``<data_root>/bubbles.csv`` when present) or ``idrid`` (81 diseased vs 120 healthy, k-fold CV)."""
+    the CSV ``bubbles_csv``, default ``<data_root>/bubbles.csv`` when present) or ``idrid`` (81 diseased
+    vs 120 healthy, k-fold CV). ``dataset`` None: ``synthetic`` without ``data_root``, else told from the
+    folder's layout (:func:`~attnlib.data.layouts.resolve_dataset`)."""
+    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "ABN")
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    if bubbles_csv is not None and dataset != "cub":
+        raise ValueError(f"bubbles_csv applies to cub only, not {dataset!r}")
     if synthetic and (dataset != "synthetic" or data_root is not None):
         raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
     settings = study_settings(profile)
@@ -122,9 +131,12 @@ def load_data(
     if data_root is None:
         raise ValueError(f"dataset {dataset!r} needs data_root (the real data's folder)")
     size = int(settings["image_size"])
-    return (
-        _cub(Path(data_root), size) if dataset == "cub" else _idrid(Path(data_root), size, settings["folds"])
-    )
+    if dataset == "idrid":
+        return _idrid(Path(data_root), size, settings["folds"])
+    root = Path(data_root)
+    default = root / "bubbles.csv"
+    bubbles = Path(bubbles_csv) if bubbles_csv is not None else default if default.is_file() else None
+    return _cub(root, size, bubbles)
 
 
 def _synthetic(root: Path) -> StudyData:
@@ -147,27 +159,26 @@ def _synthetic(root: Path) -> StudyData:
     )
 
 
-def _cub(root: Path, size: int) -> StudyData:
+def _cub(root: Path, size: int, bubbles_csv: Path | None) -> StudyData:
     sets = {split: CUB200(root, split, image_size=size) for split in ("train", "test")}
     arrays = {split: ArrayDataset.from_dataset(ds, f"CUB {split}") for split, ds in sets.items()}
     images = _concat(arrays["train"], arrays["test"])
     n_train = len(arrays["train"])
     evidence, bubbles = {}, {}
-    table = read_bubbles(root / "bubbles.csv") if (root / "bubbles.csv").is_file() else None
+    by_image = dict(tuple(read_bubbles(bubbles_csv).groupby("image"))) if bubbles_csv is not None else {}
     for split, ds in sets.items():
         for i in range(len(ds)):
             sample_id = arrays[split].ids[i]
             evidence[sample_id] = ds.segmentation(i)
-            if table is not None:
-                rows = table[table["image"] == sample_id]
-                if len(rows):
-                    bubbles[sample_id] = (rows.reset_index(drop=True), ds.original_size(i))
+            if sample_id in by_image:
+                bubbles[sample_id] = (by_image[sample_id].reset_index(drop=True), ds.original_size(i))
     return StudyData(
         "cub",
         images,
         [(np.arange(n_train), np.arange(n_train, len(images)))],
         "seeds",
-        f"CUB-200-2010, official train/test lists, {size}x{size}; bubbles for {len(bubbles)} images",
+        f"CUB-200-2010, official train/test lists, {size}x{size}; bubbles for {len(bubbles)} images"
+        f" ({bubbles_csv if bubbles_csv is not None else 'no bubbles CSV'})",
         evidence=evidence,
         bubbles=bubbles,
     )
