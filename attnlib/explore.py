@@ -1079,9 +1079,9 @@ def interrater_figure(reliability: InterRater) -> Figure:
 
 def clickme_record_table(ds: ClickMe, n: int | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per image read from a ClickMe copy (index ``id``): ``split``, ``label``, ``click_count``
-    (-1 when the form does not store it), ``encoding``, stored ``height`` / ``width``, the stored map's
-    ``map_max`` and ``map_area_half`` (share of pixels at or above half its maximum: how spread the map is)
-    and ``has_bbox``. ``n`` images drawn at random with ``seed`` (in index order); None reads every one
+    (-1 when the form does not store it), ``encoding``, stored ``height`` / ``width``, ``has_map`` (False:
+    the record stores no map, and ``map_max`` / ``map_area_half`` are NaN), the stored map's ``map_max`` and
+    ``map_area_half`` (share of pixels at or above half its maximum: how spread the map is) and ``has_bbox``. ``n`` images drawn at random with ``seed`` (in index order); None reads every one
     (on the real set that is every record: slow)."""
     indices = _subset(len(ds), n, seed)
     rows = []
@@ -1096,8 +1096,11 @@ def clickme_record_table(ds: ClickMe, n: int | None = None, seed: int = 0) -> pd
             "encoding": record.encoding,
             "height": record.heatmap.shape[0],
             "width": record.heatmap.shape[1],
-            "map_max": top,
-            "map_area_half": float((record.heatmap >= top / 2).mean()) if top > 0 else 0.0,
+            "has_map": record.has_map,
+            "map_max": top if record.has_map else np.nan,
+            "map_area_half": (float((record.heatmap >= top / 2).mean()) if top > 0 else 0.0)
+            if record.has_map
+            else np.nan,
             "has_bbox": record.bbox is not None,
         })
     return pd.DataFrame(rows).set_index("id")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tfrecord.example_pb2 import Example
 from tfrecord.reader import tfrecord_iterator
 from tfrecord.writer import TFRecordWriter
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2.functional import gaussian_blur, resize
 
 from attnlib.data.clickme import (
@@ -17,6 +21,7 @@ from attnlib.data.clickme import (
     TFRecordError,
     decode_example,
     encode_example,
+    example_keys,
     index_tfrecord,
     iter_tfrecord,
     masked_crc32c,
@@ -100,23 +105,36 @@ def test_blur_and_resize_follow_torchvision(tmp_path):
 
 
 @pytest.mark.parametrize("form", ["raw", "jpeg"])
-def test_truncated_last_record_names_file_and_record(tmp_path, form):
+def test_truncated_file_keeps_its_intact_records(tmp_path, form, caplog):
     root = write_clickme_sample(tmp_path / form, form, truncated=True)
     path = root / next(iter(CLICKME_FILES[form]))
-    with pytest.raises(TFRecordError, match=rf"{path.name}: record 1: truncated"):
-        ClickMe(root)
     records = iter_tfrecord(path)
-    assert decode_example(next(records), "record 0").label == CLICKME_IMAGES[0][1]
+    first = next(records)
+    assert decode_example(first, "record 0").label == CLICKME_IMAGES[0][1]
     with pytest.raises(TFRecordError, match=r"record 1: truncated") as caught:
         next(records)
-    assert caught.value.record == 1 and caught.value.path == path
-    assert len(_plain(root, split="val")) == 2
+    offset = 8 + 4 + len(first) + 4  # record 1 starts after record 0's length, CRC, data and CRC
+    assert (caught.value.record, caught.value.path, caught.value.offset) == (1, path, offset)
+    with caplog.at_level(logging.WARNING, logger="attnlib.data.clickme"):
+        ds = _plain(root)
+    # the truncated record is dropped; the record before it, the other files and the split stay usable
+    assert [ds[i]["lab"] for i in range(len(ds))] == [CLICKME_IMAGES[k][1] for k in (0, 2, 3, 4)]
+    assert [(e.path, e.record, e.offset) for e in ds.problems] == [(path, 1, offset)]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"{path}: record 1: truncated: ") and f"at offset {offset}," in warning
+    assert warning.endswith("keeping the 1 intact records before it")
+    assert len(_plain(root, split="val")) == 2 and _plain(root, split="val").problems == []
+    with pytest.raises(TFRecordError, match=rf"{path.name}: record 1: truncated"):
+        _plain(root, strict=True)
 
 
 def test_corrupt_crc_is_found_when_the_record_is_read(tmp_path):
     root = write_clickme_sample(tmp_path / "raw", "raw", corrupt_crc=True)
     ds = _plain(root)
-    with pytest.raises(TFRecordError, match=r"val-00000-of-00001: record 0: corrupt data \(CRC mismatch\)"):
+    with pytest.raises(
+        TFRecordError,
+        match=r"val-00000-of-00001: record 0: corrupt data \(CRC mismatch\) of the record at offset 0",
+    ):
         ds[3]
     assert ds[4]["lab"] == CLICKME_IMAGES[4][1]
     path = root / "val-00000-of-00001"
@@ -128,7 +146,7 @@ def test_corrupt_crc_is_found_when_the_record_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("key", ["heatmap", "label"])
+@pytest.mark.parametrize("key", ["image", "label"])
 def test_missing_feature_is_named(tmp_path, form, key):
     root = write_clickme_sample(tmp_path / form, form, missing_feature=key)
     ds = _plain(root)
@@ -139,6 +157,93 @@ def test_missing_feature_is_named(tmp_path, form, key):
     }[form]
     with pytest.raises(ClickMeFormatError, match=rf"{where} \['{key}'\]"):
         ds[3]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_images_without_a_map_load_with_a_zero_map(tmp_path, form):
+    root = write_clickme_sample(tmp_path / form, form, missing_feature="heatmap")  # image 3 has no map
+    ds = ClickMe(root, image_size=64)
+    record = ds.record(3)
+    assert record.has_map is False and record.label == CLICKME_IMAGES[3][1]
+    np.testing.assert_array_equal(record.heatmap, np.zeros((256, 256), np.float32))
+    item = ds[3]
+    assert item["has_map"] is False and item["lab"] == CLICKME_IMAGES[3][1]
+    assert (
+        item["map"].shape == (1, 64, 64)
+        and item["map"].dtype == torch.float32
+        and item["map"].abs().sum() == 0
+    )
+    assert item["img"].shape == (3, 64, 64) and item["img"].std() > 0
+    batch = next(iter(DataLoader(ds, batch_size=5)))
+    assert batch["has_map"].tolist() == [True, True, True, False, True]
+    assert batch["map"].shape == (5, 1, 64, 64) and (batch["map"].flatten(1).sum(1) > 0).tolist() == [
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
+def _gala_era(root: Path) -> Path:
+    """GALA-era shards: training records with and without a map, validation records of image and label."""
+    root.mkdir()
+
+    def record(k: int, with_map: bool) -> bytes:
+        image, heatmap = clickme_arrays(k)
+        return encode_example(image, heatmap if with_map else None, CLICKME_IMAGES[k][1], click_count=3)
+
+    write_tfrecord(root / "train-00000-of-00001", [record(0, True), record(1, False), record(2, True)])
+    write_tfrecord(root / "val-00000-of-00001", [record(3, False), record(4, False)])
+    return root
+
+
+def test_gala_era_validation_records_without_maps_load(tmp_path):
+    root = _gala_era(tmp_path / "gala")
+    val = _plain(root, split="val")
+    assert len(val) == 2 and [val[i]["has_map"] for i in range(2)] == [False, False]
+    assert [val[i]["lab"] for i in range(2)] == [CLICKME_IMAGES[3][1], CLICKME_IMAGES[4][1]]
+    np.testing.assert_array_equal(val[1]["img"].numpy(), clickme_arrays(4)[0].transpose(2, 0, 1))
+    train = _plain(root, split="train")
+    assert [train[i]["has_map"] for i in range(3)] == [True, False, True]
+    np.testing.assert_array_equal(train[2]["map"][0].numpy(), clickme_arrays(2)[1])
+
+
+def test_example_keys_walks_the_protobuf_without_reading_values(tmp_path):
+    entry = b"\x12\x05\x1a\x03\x0a\x01\x03" + b"\x0a\x05label"  # value before key: int64_list [3], "label"
+    by_hand = b"\x0a\x10\x0a\x0e" + entry  # Example.features (1) > Features.feature (1) > the map entry
+    assert list(Example.FromString(by_hand).features.feature) == ["label"]
+    image, heatmap = clickme_arrays(0)
+    records = [
+        encode_example(image, heatmap, 1, click_count=3, bbox=(0.5, 1, 2, 3)),
+        by_hand,
+        encode_example(image, None, 2),
+        b"\x0a\xff",
+    ]
+    path = write_tfrecord(tmp_path / "keys.tfrecords", records)
+    with path.open("rb") as f:
+        offsets = index_tfrecord(path)
+        assert [sorted(example_keys(f, offset)) for offset in offsets[:3]] == [
+            ["bbox", "click_count", "heatmap", "image", "label"],
+            ["label"],
+            ["image", "label"],
+        ]
+        with pytest.raises(ValueError, match="runs past the end of its message"):
+            example_keys(f, offsets[3])
+    with _CountingFile(path) as f:
+        example_keys(f, 0)
+        assert f.bytes_read < 100 < len(records[0])  # the pixels (1 MiB) are seeked past, not read
+
+
+class _CountingFile(io.FileIO):
+    """An unbuffered file that counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
 
 
 IMAGE, HEATMAP = np.full((32, 32, 3), 0.5, np.float32), np.ones((32, 32), np.float32)
@@ -215,22 +320,30 @@ def test_verify_counts_formats_and_first_bad_records(tmp_path):
         "train_records": 3,
         "val_records": 2,
         "test_records": 0,
+        "records_with_map": 5,
+        "records_without_map": 0,
         "npz_files": 0,
         "raw_float32_files": 0,
         "jpeg_files": 3,
     }
     assert [(p.severity, p.message) for p in problems] == [
-        ("warning", "5 records, the release has 196499 images")
+        ("warning", "5 records, the release has 196499 images"),
+        ("note", "2 records not decoded; run with --deep to check them"),
     ]
     root = write_clickme_sample(tmp_path / "raw", "raw", truncated=True, missing_feature="label")
     counts, problems = verify_clickme(root)
     assert counts["records"] == 4 and counts["raw_float32_files"] == 2
+    assert (counts["records_with_map"], counts["records_without_map"]) == (
+        3,
+        0,
+    )  # the label-less one: neither
     assert [(p.severity, p.path.name) for p in problems] == [
         ("error", "train-00000-of-00002"),
         ("error", "val-00000-of-00001"),
         ("warning", "raw"),
+        ("note", "raw"),
     ]
-    truncated, missing, count = (p.message for p in problems)
+    truncated, missing, count, _ = (p.message for p in problems)
     assert truncated.startswith("record 1: truncated: ") and truncated.endswith(
         "(intact records before it: 1)"
     )
@@ -242,6 +355,52 @@ def test_verify_counts_formats_and_first_bad_records(tmp_path):
     counts, problems = verify_clickme(corrupt, deep=True)
     assert counts["records"] == 3 and problems[0].message.startswith("record 0: corrupt data (CRC mismatch)")
     assert verify_clickme(tmp_path / "nowhere")[1][0].message == "not found: nothing else can be checked"
+
+
+def test_verify_counts_maps_over_every_record(tmp_path):
+    root = _gala_era(tmp_path / "gala")
+    for deep in (False, True):
+        counts, problems = verify_clickme(root, deep=deep)
+        assert {k: counts[k] for k in ("records", "records_with_map", "records_without_map")} == {
+            "records": 5,
+            "records_with_map": 2,
+            "records_without_map": 3,
+        }
+        # map-less training records are worth a warning; map-less validation records are normal
+        assert [(p.severity, p.path.name, p.message) for p in problems[:1]] == [
+            (
+                "warning",
+                "train-00000-of-00001",
+                "1 of 3 records have no heatmap (split train): map losses and human alignment skip them",
+            )
+        ]
+        assert [p.severity for p in problems[1:]] == ["warning"] + ([] if deep else ["note"])
+    npz = write_clickme_sample(tmp_path / "npz", "npz", missing_feature="heatmap")
+    counts, problems = verify_clickme(npz)
+    assert (counts["records_with_map"], counts["records_without_map"]) == (4, 1)
+    assert problems[-1].message == "5 npz files not decoded; run with --deep to check them"
+
+
+def test_verify_says_what_it_did_not_decode(tmp_path):
+    root = write_clickme_sample(tmp_path / "raw", "raw")
+    path = root / "train-00000-of-00002"
+    first, second = iter_tfrecord(path)
+    offset = 16 + len(first)  # record 1's header
+    raw = bytearray(path.read_bytes())
+    raw[offset + 12 + len(second) // 2] ^= 0xFF  # a pixel byte of record 1: only its data CRC notices
+    path.write_bytes(bytes(raw))
+    _, quick = verify_clickme(root)
+    assert [(p.severity, p.message) for p in quick] == [
+        ("warning", "5 records, the release has 196499 images"),
+        ("note", "2 records not decoded; run with --deep to check them"),
+    ]
+    _, deep = verify_clickme(root, deep=True)
+    message = (
+        f"record 1: corrupt data (CRC mismatch) of the record at offset {offset} "
+        "(intact records before it: 1)"
+    )
+    assert [(p.severity, p.path.name, p.message) for p in deep[:1]] == [("error", path.name, message)]
+    assert [p.severity for p in deep[1:]] == ["warning"]
 
 
 def test_manifest_matches_the_loader():

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlib.losses.clickme import clickme_loss, clickme_map_loss, map_distance, reduce_volume, resize_map
+from attnlib.losses.clickme import (
+    PUBLIC_WEIGHT,
+    clickme_loss,
+    clickme_map_loss,
+    map_distance,
+    reduce_volume,
+    resize_map,
+)
 
 
 def test_reduce_volume_by_hand():
@@ -73,6 +80,48 @@ def test_public_variant_masks_images_without_clicks_and_averages_layers():
     assert clickme_map_loss([volume], human, "public").item() == pytest.approx(4.0)
     assert clickme_map_loss([volume, volume], human, "public").item() == pytest.approx(4.0)  # mean, not sum
     assert clickme_map_loss([volume], torch.zeros(2, 1, 2, 2), "public").item() == 0.0
+
+
+def test_images_without_a_map_are_left_out_of_the_map_term():
+    human = torch.zeros(3, 1, 4, 4)
+    human[0, 0, :2, :2] = 1.0
+    human[2, 0, 2:, 2:] = 5.0  # has clicks, but its item says it has no map: never scored
+    volume = human.repeat(1, 3, 1, 1)  # image 0: aligned with its map, distance 0
+    volume[1:] = 1.0  # images 1 and 2: uniform; image 1's zero map gives distance || 0 - A / ||A|| || = 1
+    volume.requires_grad_(True)
+    has_map = torch.tensor([True, True, False])
+    assert clickme_map_loss([volume], human, has_map=has_map).item() == pytest.approx(0.5)  # (0 + 1) / 2
+    only_first = clickme_map_loss([volume, volume], human, has_map=torch.tensor([True, False, False]))
+    assert only_first.item() == pytest.approx(0.0, abs=1e-6)
+    none = clickme_map_loss([volume], human, has_map=torch.zeros(3, dtype=torch.bool))
+    assert none.item() == 0.0
+    none.backward()
+    assert volume.grad is not None and volume.grad.abs().sum() == 0
+    # public: image 2 has clicks but no map -> masked; image 0 distance 0, image 1 no clicks -> masked
+    assert clickme_map_loss([volume], human, "public", has_map).item() == pytest.approx(0.0, abs=1e-6)
+    public_all = clickme_map_loss([volume], human, "public")  # image 2 counts: 0.5 * sum (r - a)^2, by hand
+    # r: 5 on 4 px -> 5 / sqrt(20) each; a: 1 on 16 px -> 1 / 4 each
+    r = 5 / 20**0.5
+    expected = 0.5 * (4 * (r - 0.25) ** 2 + 12 * 0.25**2) / 2  # averaged with image 0's 0
+    assert public_all.item() == pytest.approx(expected, rel=1e-5)
+    logits, labels = torch.zeros(3, 2), torch.tensor([0, 1, 1])
+    total, ce, term = clickme_loss(logits, labels, [volume.detach()], human, has_map=has_map)
+    torch.testing.assert_close(ce, torch.tensor(math.log(2)))  # every image, map or not
+    torch.testing.assert_close((total, term), (ce + 6.0 * 0.5, torch.tensor(0.5)))
+    with pytest.raises(ValueError, match="one boolean per image"):
+        clickme_map_loss([volume], human, has_map=has_map[:2])
+
+
+def test_weight_defaults_to_the_variants():
+    torch.manual_seed(2)
+    logits, labels = torch.randn(2, 5), torch.tensor([1, 3])
+    volume, human = torch.rand(2, 4, 3, 3), torch.rand(2, 1, 12, 12)
+    for variant, weight in (("paper", 6.0), ("public", 1e-5)):
+        total, ce, term = clickme_loss(logits, labels, [volume], human, variant=variant)
+        torch.testing.assert_close(total, ce + weight * term)
+    assert PUBLIC_WEIGHT == 1e-5
+    total, ce, term = clickme_loss(logits, labels, [volume], human, weight=2.0, variant="public")
+    torch.testing.assert_close(total, ce + 2.0 * term)
 
 
 def test_total_loss_and_gradients():

@@ -443,6 +443,13 @@ def test_clickme_records_counts_and_samples(tmp_path, form):
     heatmap = ds.record(0).heatmap
     assert table["map_area_half"].iloc[0] == pytest.approx((heatmap >= heatmap.max() / 2).mean())
     assert len(explore.clickme_record_table(ds, n=2)) == 2
+    assert table["has_map"].all()
+    mapless = explore.clickme_record_table(
+        ClickMe(write_clickme_sample(tmp_path / f"{form}-mapless", form, missing_feature="heatmap"), image_size=64)
+    )
+    first_val = [split for split, _, _, _ in CLICKME_IMAGES].index("val")
+    assert mapless["has_map"].tolist() == [k != first_val for k in range(len(CLICKME_IMAGES))]
+    assert np.isnan(mapless["map_max"].iloc[first_val]) and np.isnan(mapless["map_area_half"].iloc[first_val])
     counts = explore.clickme_class_counts(table)
     assert counts.loc["total", "total"] == 5 and counts.loc[1, "train"] == 1 and counts.loc[1, "val"] == 1
     assert counts.index.tolist() == [1, 207, 409, 954, "total"]  # most images first, the total last

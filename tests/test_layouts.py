@@ -14,7 +14,7 @@ from attnlib.data.layout_samples import (
     write_jaffe_sample,
 )
 from attnlib.data.layouts import detect_layout, resolve_dataset
-from attnlib.papers import abn
+from attnlib.papers import abn, gala
 from attnlib.papers import global_attention as ga
 
 
@@ -71,3 +71,9 @@ def test_abn_needs_only_data_root(tmp_path):
     assert data.name == "cub"
     with pytest.raises(ValueError, match="holds jaffe data, which the ABN study does not use"):
         abn.load_data(data_root=write_jaffe_sample(tmp_path / "jaffe"), profile="smoke")
+
+
+@pytest.mark.slow
+def test_gala_needs_only_data_root(tmp_path):
+    data = gala.load_data(data_root=write_clickme_sample(tmp_path / "clickme", "npz"), profile="smoke")
+    assert data.name == "clickme"

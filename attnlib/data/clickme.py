@@ -14,11 +14,14 @@ Forms (``data_manifests/clickme.yaml``), told apart by the files and the bytes, 
   of ``image`` and ``heatmap`` is JPEG when its bytes start with FF D8 (the later release), else raw
   little-endian float32 (GALA era): S x S x 3 for the image (S from the length), H x W for the map.
 
+The map is optional in both forms: GALA-era validation shards hold ``image`` and ``label`` only, and a
+training record may lack it. Such an image is read with ``has_map`` False and an all-zero map of its size.
+
 Values: 8-bit data (JPEG, integer arrays) is divided by 255; float images are taken as [0, 1] unless their
 maximum exceeds 1, then as [0, 255]; float maps are kept as stored (non-negative, any scale: the ClickMe
 losses normalise them). A file's records are found by walking the TFRecord framing (length, masked CRC-32C
 of the length, data, masked CRC-32C of the data); a truncated or corrupt record raises
-:class:`TFRecordError` naming the file and the record's 0-based index.
+:class:`TFRecordError` naming the file, the record's 0-based index and its byte offset.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from torchvision.transforms.v2.functional import gaussian_blur, resize
 
 from attnlib.data.cub import is_hidden
 from attnlib.data.idrid import image_item
-from attnlib.data.manifest import Problem, load_manifest
+from attnlib.data.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,9 @@ Form = Literal["npz", "tfrecord"]
 Encoding = Literal["npz", "raw_float32", "jpeg"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
-REQUIRED_KEYS = ("image", "heatmap", "label")
+REQUIRED_KEYS = ("image", "label")
+#: The human map's key; optional (GALA-era validation records have none).
+MAP_KEY = "heatmap"
 #: ImageNet classes; ``label_names`` are their indices as strings unless a names file is given.
 NUM_CLASSES = 1000
 #: The paper's blur: a 49 x 49 Gaussian (its sigma is not given; :func:`default_sigma`).
@@ -79,14 +84,15 @@ class ClickMeFormatError(ValueError):
 
 
 class TFRecordError(ClickMeFormatError):
-    """Record ``record`` (0-based) of the TFRecord file ``path`` is truncated or corrupt.
+    """Record ``record`` (0-based) of the TFRecord file ``path``, starting at byte ``offset``, is truncated or
+    corrupt; ``problem`` says how (and names the offset).
 
     Records ``0 ... record - 1`` of the file are intact.
     """
 
-    def __init__(self, path: str | Path, record: int, problem: str) -> None:
+    def __init__(self, path: str | Path, record: int, offset: int, problem: str) -> None:
         super().__init__(f"{path}: record {record}: {problem}")
-        self.path, self.record, self.problem = Path(path), record, problem
+        self.path, self.record, self.offset, self.problem = Path(path), record, offset, problem
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -106,16 +112,17 @@ def _next_length(f: BinaryIO, path: Path, record: int, size: int) -> int | None:
         return None
     if len(head) < _HEADER.size:
         raise TFRecordError(
-            path, record, f"truncated: {len(head)} of {_HEADER.size} header bytes at offset {start}"
+            path, record, start, f"truncated: {len(head)} of {_HEADER.size} header bytes at offset {start}"
         )
     length, crc = _HEADER.unpack(head)
     if masked_crc32c(head[:8]) != crc:
-        raise TFRecordError(path, record, f"corrupt header at offset {start} (length CRC mismatch)")
+        raise TFRecordError(path, record, start, f"corrupt header at offset {start} (length CRC mismatch)")
     left = size - start - _HEADER.size
     if length + _CRC.size > left:
         raise TFRecordError(
             path,
             record,
+            start,
             f"truncated: {length} data bytes and a {_CRC.size}-byte CRC announced "
             f"at offset {start}, {left} bytes left in the file",
         )
@@ -124,13 +131,16 @@ def _next_length(f: BinaryIO, path: Path, record: int, size: int) -> int | None:
 
 def _next_record(f: BinaryIO, path: Path, record: int, size: int) -> bytes | None:
     """The data of the record at ``f``'s position (both CRCs checked), or None at the end of the file."""
+    start = f.tell()
     length = _next_length(f, path, record, size)
     if length is None:
         return None
     data = f.read(length)
     (crc,) = _CRC.unpack(f.read(_CRC.size))
     if masked_crc32c(data) != crc:
-        raise TFRecordError(path, record, "corrupt data (CRC mismatch)")
+        raise TFRecordError(
+            path, record, start, f"corrupt data (CRC mismatch) of the record at offset {start}"
+        )
     return data
 
 
@@ -152,18 +162,29 @@ def iter_tfrecord(path: str | Path) -> Iterator[bytes]:
             record += 1
 
 
-def index_tfrecord(path: str | Path) -> list[int]:
-    """Byte offsets of a TFRecord file's records, from their headers alone (data CRCs are not read).
-
-    Raises :class:`TFRecordError` at the first truncated record or corrupt header.
+def scan_tfrecord(path: str | Path) -> tuple[list[int], TFRecordError | None]:
+    """Byte offsets of a TFRecord file's intact records, from their headers alone (data CRCs are not read),
+    and the :class:`TFRecordError` of the first truncated record or corrupt header (None when there is none).
     """
     path = Path(path)
     offsets: list[int] = []
     with path.open("rb") as f:
         size = _file_size(f)
-        while (length := _next_length(f, path, len(offsets), size)) is not None:
-            offsets.append(f.tell() - _HEADER.size)
-            f.seek(length + _CRC.size, io.SEEK_CUR)
+        try:
+            while (length := _next_length(f, path, len(offsets), size)) is not None:
+                offsets.append(f.tell() - _HEADER.size)
+                f.seek(length + _CRC.size, io.SEEK_CUR)
+        except TFRecordError as err:
+            return offsets, err
+    return offsets, None
+
+
+def index_tfrecord(path: str | Path) -> list[int]:
+    """Byte offsets of a TFRecord file's records (:func:`scan_tfrecord`); raises its
+    :class:`TFRecordError`."""
+    offsets, error = scan_tfrecord(path)
+    if error is not None:
+        raise error
     return offsets
 
 
@@ -175,8 +196,60 @@ def read_tfrecord(path: str | Path, offset: int, record: int) -> bytes:
         f.seek(offset)
         data = _next_record(f, path, record, size)
     if data is None:
-        raise TFRecordError(path, record, f"no record at offset {offset} (the file has {size} bytes)")
+        raise TFRecordError(path, record, offset, f"no record at offset {offset} (the file has {size} bytes)")
     return data
+
+
+def _varint(f: BinaryIO) -> int:
+    value = shift = 0
+    while byte := f.read(1):
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+    raise ValueError("the data ends inside a varint")
+
+
+def _fields(f: BinaryIO, end: int, number: int) -> Iterator[int]:
+    """The end offset of each length-delimited field ``number`` of the protobuf message from ``f``'s position
+    to ``end``; ``f`` stands at the field's value when it is yielded and past it afterwards. Other fields are
+    skipped. Raises ValueError on malformed data."""
+    while (here := f.tell()) < end:
+        tag = _varint(f)
+        wire = tag & 7
+        if wire == 0:
+            _varint(f)
+            stop = f.tell()
+        elif wire == 2:
+            size = _varint(f)
+            stop = f.tell() + size
+        elif wire in (1, 5):  # 64- and 32-bit values
+            stop = f.tell() + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"unknown protobuf wire type {wire} at offset {here}")
+        if stop > end:
+            raise ValueError(f"the field at offset {here} runs past the end of its message ({end})")
+        if wire == 2 and tag >> 3 == number:
+            yield stop
+        f.seek(stop)
+
+
+def example_keys(f: BinaryIO, offset: int) -> list[str]:
+    """The feature names of the ``tf.train.Example`` in the TFRecord record at byte ``offset`` of ``f``.
+
+    Walks the protobuf wire format and seeks past every value, so the pixels are not read (and no CRC is
+    checked): cheap enough for every record. Raises ValueError when the data is not a well-formed Example.
+    """
+    f.seek(offset)
+    (length,) = struct.unpack("<Q", f.read(8))
+    start = offset + _HEADER.size
+    f.seek(start)
+    keys = []
+    for features in _fields(f, start + length, 1):  # Example.features
+        for entry in _fields(f, features, 1):  # Features.feature: map entries of key (1) and value (2)
+            for key in _fields(f, entry, 1):
+                keys.append(f.read(key - f.tell()).decode())
+    return keys
 
 
 def write_tfrecord(path: str | Path, records: Iterable[bytes]) -> Path:
@@ -192,9 +265,9 @@ def write_tfrecord(path: str | Path, records: Iterable[bytes]) -> Path:
 
 @dataclass(frozen=True)
 class ClickMeRecord:
-    """One image as stored: ``image`` (H x W x 3 float32 in [0, 1]), ``heatmap`` (H x W float32, >= 0),
-    ``label``, ``click_count`` (-1 when not stored), ``bbox`` (4 values as stored, or None) and the
-    image's ``encoding``."""
+    """One image as stored: ``image`` (H x W x 3 float32 in [0, 1]), ``heatmap`` (H x W float32, >= 0; all
+    zeros when ``has_map`` is False, the image stores no map), ``label``, ``click_count`` (-1 when not
+    stored), ``bbox`` (4 values as stored, or None) and the image's ``encoding``."""
 
     image: np.ndarray
     heatmap: np.ndarray
@@ -202,6 +275,7 @@ class ClickMeRecord:
     click_count: int
     bbox: tuple[float, ...] | None
     encoding: Encoding
+    has_map: bool
 
 
 def _unit_image(image: np.ndarray, where: str) -> np.ndarray:
@@ -252,7 +326,8 @@ def _integer(value: Any, key: str, where: str) -> int:
 
 
 def read_npz(path: str | Path) -> ClickMeRecord:
-    """One image of the npz form; raises :class:`ClickMeFormatError` naming the file on a bad one."""
+    """One image of the npz form (without ``heatmap``: a map-less record); raises :class:`ClickMeFormatError`
+    naming the file on a bad one."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -265,14 +340,21 @@ def read_npz(path: str | Path) -> ClickMeRecord:
     where = str(path)
     image = _unit_image(arrays["image"], where)
     click_count = _integer(arrays["click_count"], "click_count", where) if "click_count" in arrays else -1
+    has_map = MAP_KEY in arrays
     return ClickMeRecord(
         image,
-        _heatmap(arrays["heatmap"], image.shape, where),
+        _heatmap(arrays[MAP_KEY], image.shape, where) if has_map else _no_map(image),
         _integer(arrays["label"], "label", where),
         click_count,
         None,
         "npz",
+        has_map,
     )
+
+
+def _no_map(image: np.ndarray) -> np.ndarray:
+    """The map of an image without one: zeros of its height and width."""
+    return np.zeros(image.shape[:2], np.float32)
 
 
 def _values(features: Features, key: str, kinds: tuple[str, ...], count: int, where: str) -> list[Any]:
@@ -300,7 +382,8 @@ def _decode_jpeg(data: bytes, mode: str, key: str, where: str) -> np.ndarray:
 
 
 def decode_example(data: bytes, where: str) -> ClickMeRecord:
-    """One image of the TFRecord form, from a serialised ``tf.train.Example``; ``where`` prefixes errors."""
+    """One image of the TFRecord form, from a serialised ``tf.train.Example`` (without ``heatmap``: a map-less
+    record); ``where`` prefixes errors."""
     example = Example()
     try:
         example.ParseFromString(data)
@@ -310,9 +393,7 @@ def decode_example(data: bytes, where: str) -> ClickMeRecord:
     missing = [key for key in REQUIRED_KEYS if key not in features.feature]
     if missing:
         raise ClickMeFormatError(f"{where}: missing features {missing} (found {sorted(features.feature)})")
-    image_bytes, map_bytes = (
-        _values(features, key, ("bytes_list",), 1, where)[0] for key in ("image", "heatmap")
-    )
+    image_bytes = _values(features, "image", ("bytes_list",), 1, where)[0]
     if image_bytes.startswith(JPEG_MAGIC):
         image, encoding = _decode_jpeg(image_bytes, "RGB", "image", where), "jpeg"
     else:
@@ -323,16 +404,8 @@ def decode_example(data: bytes, where: str) -> ClickMeRecord:
             )
         image, encoding = np.frombuffer(image_bytes, "<f4").reshape(side, side, 3), "raw_float32"
     image = _unit_image(image, where)
-    height, width = image.shape[:2]
-    if map_bytes.startswith(JPEG_MAGIC):
-        heatmap = _decode_jpeg(map_bytes, "L", "heatmap", where)
-    elif len(map_bytes) == 4 * height * width:
-        heatmap = np.frombuffer(map_bytes, "<f4").reshape(height, width)
-    else:
-        raise ClickMeFormatError(
-            f"{where}: heatmap has {len(map_bytes)} bytes: neither a JPEG nor {height} x "
-            f"{width} float32 values ({4 * height * width} bytes)"
-        )
+    has_map = MAP_KEY in features.feature
+    heatmap = _decode_map(features, image.shape, where) if has_map else _no_map(image)
     label = _values(features, "label", ("int64_list",), 1, where)[0]
     click_count = -1
     if "click_count" in features.feature:
@@ -340,9 +413,23 @@ def decode_example(data: bytes, where: str) -> ClickMeRecord:
     bbox = None
     if "bbox" in features.feature:
         bbox = tuple(map(float, _values(features, "bbox", ("int64_list", "float_list"), 4, where)))
-    return ClickMeRecord(
-        image, _heatmap(heatmap, image.shape, where), int(label), int(click_count), bbox, encoding
-    )
+    return ClickMeRecord(image, heatmap, int(label), int(click_count), bbox, encoding, has_map)
+
+
+def _decode_map(features: Features, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """The ``heatmap`` feature as an H x W map of an image of ``shape`` (JPEG or raw float32 bytes)."""
+    map_bytes = _values(features, MAP_KEY, ("bytes_list",), 1, where)[0]
+    height, width = shape[:2]
+    if map_bytes.startswith(JPEG_MAGIC):
+        heatmap = _decode_jpeg(map_bytes, "L", MAP_KEY, where)
+    elif len(map_bytes) == 4 * height * width:
+        heatmap = np.frombuffer(map_bytes, "<f4").reshape(height, width)
+    else:
+        raise ClickMeFormatError(
+            f"{where}: heatmap has {len(map_bytes)} bytes: neither a JPEG nor {height} x "
+            f"{width} float32 values ({4 * height * width} bytes)"
+        )
+    return _heatmap(heatmap, shape, where)
 
 
 def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
@@ -353,7 +440,7 @@ def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
 
 def encode_example(
     image: np.ndarray,
-    heatmap: np.ndarray,
+    heatmap: np.ndarray | None,
     label: int,
     *,
     click_count: int | None = None,
@@ -366,16 +453,18 @@ def encode_example(
     ``image`` (H x W x 3) and ``heatmap`` (H x W) are floats in [0, 1] (the map may exceed 1 unless
     ``jpeg``). Raw (default): little-endian float32 bytes. ``jpeg``: 8-bit JPEGs (RGB image, one-channel
     map) of ``round(255 * value)``. ``bbox`` is written as an int64 list when its values are integers,
-    else as a float list; ``click_count`` and ``bbox`` are left out when None.
+    else as a float list; ``heatmap`` (a map-less record, like the GALA-era validation shards'),
+    ``click_count`` and ``bbox`` are left out when None.
     """
     example = Example()
     feature = example.features.feature
-    if jpeg:
-        for key, values in (("image", image), ("heatmap", heatmap)):
+    for key, values in (("image", image), (MAP_KEY, heatmap)):
+        if values is None:
+            continue
+        if jpeg:
             pixels = np.round(np.clip(np.asarray(values, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
             feature[key].bytes_list.value.append(_jpeg(pixels, quality))
-    else:
-        for key, values in (("image", image), ("heatmap", heatmap)):
+        else:
             feature[key].bytes_list.value.append(np.ascontiguousarray(values, dtype="<f4").tobytes())
     feature["label"].int64_list.value.append(int(label))
     if click_count is not None:
@@ -466,15 +555,20 @@ class ClickMe(Dataset):
     forms and how they are detected are in the module docstring and ``data_manifests/clickme.yaml``.
     ``split`` keeps the files whose relative path names it (:func:`split_of`); None keeps all. At init
     every TFRecord file's headers are walked once (an index of file and offset per record, see
-    :func:`index_tfrecord`), so an item reads one record. ``label_names``: the ImageNet class indices as
-    strings (``"0" ... "999"``), or the lines of ``label_names_file``.
+    :func:`scan_tfrecord`), so an item reads one record. A truncated record or corrupt header ends its file:
+    the intact records before it are kept, the :class:`TFRecordError` (file, record index, byte offset) is
+    logged as one warning and kept in :attr:`problems`; ``strict`` raises it instead. ``label_names``: the
+    ImageNet class indices as strings (``"0" ... "999"``), or the lines of ``label_names_file``.
 
     Items: ``idx``, ``id`` (npz: the relative path without ``.npz``; TFRecord: ``<relative path>#<record>``),
     ``img`` (3 x S x S float32, [0, 1] unless ``standardize`` applies ImageNet mean/std), ``lab``, ``map``
     (1 x S x S float32, the human map, blurred at its stored size by a ``blur`` x ``blur`` Gaussian of
-    ``blur_sigma`` (:func:`blur_map`) when ``blur`` is not None) and ``click_count`` (-1 when not stored).
-    Image and map are resized together to S = ``image_size`` (bilinear, antialiased); None keeps the stored
-    size. Labels are known only once an item is read (reading them all would read the whole set).
+    ``blur_sigma`` (:func:`blur_map`) when ``blur`` is not None), ``has_map`` and ``click_count`` (-1 when
+    not stored). An image stored without a map (GALA-era validation records) has ``has_map`` False and an
+    all-zero ``map`` of the same shape, so batches collate: map losses and human alignment skip it,
+    classification metrics use it. Image and map are resized together to S = ``image_size`` (bilinear,
+    antialiased); None keeps the stored size. Labels are known only once an item is read (reading them all
+    would read the whole set).
     """
 
     root: Path
@@ -484,6 +578,7 @@ class ClickMe(Dataset):
     blur_sigma: float | None = None
     standardize: bool = False
     label_names_file: Path | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.split is not None and self.split not in SPLITS:
@@ -499,14 +594,18 @@ class ClickMe(Dataset):
         if self.split is not None:
             rels = [rel for rel in rels if split_of(rel) == self.split]
         rows = []
+        self.problems: list[TFRecordError] = []
         for rel in rels:
             if self.form == "npz":
                 rows.append((rel.removesuffix(".npz"), rel, 0, 0))
-            else:
-                rows += [
-                    (f"{rel}#{k}", rel, k, offset)
-                    for k, offset in enumerate(index_tfrecord(self.folder / rel))
-                ]
+                continue
+            offsets, error = scan_tfrecord(self.folder / rel)
+            if error is not None:
+                if self.strict:
+                    raise error
+                log.warning("%s; keeping the %d intact records before it", error, error.record)
+                self.problems.append(error)
+            rows += [(f"{rel}#{k}", rel, k, offset) for k, offset in enumerate(offsets)]
         if not rows:
             raise ClickMeFormatError(
                 f"{self.root}: no records" + (f" of split {self.split!r}" if self.split else "")
@@ -546,13 +645,13 @@ class ClickMe(Dataset):
         record = self.record(i)
         img = torch.from_numpy(np.ascontiguousarray(record.image.transpose(2, 0, 1)))
         hmap = torch.from_numpy(record.heatmap)[None]
-        if self.blur is not None:
+        if self.blur is not None and record.has_map:
             hmap = blur_map(hmap, self.blur, self.blur_sigma)
         size = self.image_size
         if size is not None and tuple(img.shape[1:]) != (size, size):
             img, hmap = (resize(t, [size, size], antialias=True) for t in (img, hmap))
         item = image_item(i, self.metadata.at[i, "id"], img.numpy(), record.label, self.standardize)
-        return {**item, "map": hmap, "click_count": record.click_count}
+        return {**item, "map": hmap, "has_map": record.has_map, "click_count": record.click_count}
 
     @cached_property
     def fingerprint(self) -> str:
@@ -588,12 +687,16 @@ def verify_clickme(
 ) -> tuple[dict[str, int | float], list[Problem]]:
     """Check a local ClickMe copy against ``data_manifests/clickme.yaml``.
 
-    Returns counts (files, records in all and per split, files per detected encoding: ``npz_files``,
-    ``raw_float32_files``, ``jpeg_files``) and every problem: no files or both forms (nothing else can be
-    checked), each TFRecord file's first truncated record or corrupt header (the records before it are
-    counted), a first record (or npz file) that cannot be decoded, and a record count that differs from the
-    release (warning). Without ``deep`` a TFRecord file's first record is decoded and an npz file's keys
-    listed; with ``deep`` every record is read (data CRCs checked) and decoded.
+    Returns counts (files, records in all and per split, ``records_with_map`` and ``records_without_map``
+    over every readable record, files per detected encoding: ``npz_files``, ``raw_float32_files``,
+    ``jpeg_files``) and every problem: no files or both forms (nothing else can be checked), each TFRecord
+    file's first truncated record or corrupt header (the records before it are counted), records (or npz
+    files) that cannot be read, a warning per file outside the held-out splits (val, test) with images
+    without a map (map losses skip them; held-out GALA-era records have none, which is normal) and a record
+    count that differs from the release (warning). Without ``deep`` the feature names of every record are
+    read (:func:`example_keys`, no pixels; an npz file's keys listed), a TFRecord file's first record is
+    decoded, and a note counts the records (npz files) not decoded; with ``deep`` every record is read (data
+    CRCs checked) and decoded.
     """
     manifest = manifest or load_manifest("clickme")
     root = Path(root).expanduser()
@@ -605,74 +708,135 @@ def verify_clickme(
     folder = root if root.is_dir() else root.parent
     counts: dict[str, int | float] = {"files": len(files), "records": 0}
     counts.update({f"{split}_records": 0 for split in SPLITS})
+    counts.update(records_with_map=0, records_without_map=0)
     encodings = dict.fromkeys(("npz", "raw_float32", "jpeg"), 0)
     problems: list[Problem] = []
+    decoded = 0
     for path in files:
-        if form == "npz":
-            found, first = 1, _check_npz(path, deep, problems)
-        else:
-            found, first = _check_tfrecord(path, deep, problems)
-        counts["records"] += found
+        tally = _check_npz(path, deep, problems) if form == "npz" else _check_tfrecord(path, deep, problems)
+        counts["records"] += tally.records
+        counts["records_with_map"] += tally.with_map
+        counts["records_without_map"] += tally.without_map
+        decoded += tally.decoded
         split = split_of(path.relative_to(folder).as_posix())
         if split:
-            counts[f"{split}_records"] += found
-        if first is not None:
-            encodings[first] += 1
+            counts[f"{split}_records"] += tally.records
+        if tally.without_map and split not in ("val", "test"):
+            problems.append(
+                Problem(
+                    "warning",
+                    path,
+                    f"{tally.without_map} of {tally.records} records have no heatmap "
+                    f"(split {split or 'none'}): map losses and human alignment skip them",
+                )
+            )
+        if tally.encoding is not None:
+            encodings[tally.encoding] += 1
     counts.update({f"{encoding}_files": n for encoding, n in encodings.items()})
     expected = manifest["expected_counts"]["images"]
     if counts["records"] != expected:
         problems.append(
             Problem("warning", root, f"{counts['records']} records, the release has {expected} images")
         )
+    if not deep:
+        problems += not_decoded(
+            root, counts["records"] - decoded, "records" if form == "tfrecord" else "npz files"
+        )
     return counts, problems
 
 
-def _check_npz(path: Path, deep: bool, problems: list[Problem]) -> Encoding | None:
-    """Check one npz file (its keys, or with ``deep`` its content); ``"npz"``, or None when it is bad."""
+@dataclass
+class _Tally:
+    """What the check of one file found: records, those with and without a map, records decoded (pixels
+    read) and the encoding of the first one (None when it could not be read)."""
+
+    records: int = 0
+    with_map: int = 0
+    without_map: int = 0
+    decoded: int = 0
+    encoding: Encoding | None = None
+
+    def add(self, has_map: bool) -> None:
+        self.with_map += has_map
+        self.without_map += not has_map
+
+
+def _check_npz(path: Path, deep: bool, problems: list[Problem]) -> _Tally:
+    """Check one npz file: its keys, or with ``deep`` its content."""
+    tally = _Tally(records=1)
     if deep:
+        tally.decoded = 1
         try:
-            return read_npz(path).encoding
+            record = read_npz(path)
         except ClickMeFormatError as err:
             problems.append(_problem(err))
-            return None
+            return tally
+        tally.add(record.has_map)
+        tally.encoding = record.encoding
+        return tally
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         problems.append(Problem("error", path, f"unreadable .npz ({err})"))
-        return None
+        return tally
     missing = [key for key in REQUIRED_KEYS if key not in keys]
     if missing:
         problems.append(Problem("error", path, f"no {missing} in the .npz (found {sorted(keys)})"))
-        return None
-    return "npz"
+        return tally
+    tally.add(MAP_KEY in keys)
+    tally.encoding = "npz"
+    return tally
 
 
-def _check_tfrecord(path: Path, deep: bool, problems: list[Problem]) -> tuple[int, Encoding | None]:
-    """Check one TFRecord file; (records counted, encoding of its first record or None when unreadable).
+def _check_tfrecord(path: Path, deep: bool, problems: list[Problem]) -> _Tally:
+    """Check one TFRecord file; the records are counted up to the first truncated or corrupt one.
 
-    Without ``deep``: the headers (:func:`index_tfrecord`) and the first record; with it, every record
-    (:func:`iter_tfrecord`). The count stops at the first truncated or corrupt record.
+    Without ``deep``: the headers (:func:`scan_tfrecord`), every record's feature names
+    (:func:`example_keys`; one error for the file's unreadable records) and the first record decoded; with
+    it, every record read (:func:`iter_tfrecord`) and decoded.
     """
-    found, first = 0, None
-    try:
-        if deep:
-            for k, data in enumerate(iter_tfrecord(path)):
-                found = k + 1
-                encoding = _decode_or_report(data, f"{path}: record {k}", problems)
-                first = encoding if k == 0 else first
-            return found, first
+    tally = _Tally()
+    if deep:
         try:
-            found = len(index_tfrecord(path))
+            for k, data in enumerate(iter_tfrecord(path)):
+                tally.records = tally.decoded = k + 1
+                record = _decode_or_report(data, f"{path}: record {k}", problems)
+                if record is not None:
+                    tally.add(record.has_map)
+                    tally.encoding = record.encoding if k == 0 else tally.encoding
         except TFRecordError as err:
             problems.append(_framing_problem(err))
-            found = err.record
-        if found:
-            first = _decode_or_report(read_tfrecord(path, 0, 0), f"{path}: record 0", problems)
-    except TFRecordError as err:
-        problems.append(_framing_problem(err))
-        found = err.record
-    return found, first
+        return tally
+    offsets, error = scan_tfrecord(path)
+    if error is not None:
+        problems.append(_framing_problem(error))
+    tally.records = len(offsets)
+    unreadable: list[tuple[int, str]] = []
+    with path.open("rb") as f:
+        for k, offset in enumerate(offsets):
+            try:
+                keys = example_keys(f, offset)
+            except ValueError as err:
+                unreadable.append((k, f"record {k}: not a tf.train.Example ({err})"))
+                continue
+            missing = [key for key in REQUIRED_KEYS if key not in keys]
+            if missing:
+                unreadable.append((k, f"record {k}: missing features {missing} (found {sorted(keys)})"))
+            else:
+                tally.add(MAP_KEY in keys)
+    if unreadable:
+        more = f"; {len(unreadable)} unreadable records in the file" if len(unreadable) > 1 else ""
+        problems.append(Problem("error", path, unreadable[0][1] + more))
+    if offsets and (not unreadable or unreadable[0][0] > 0):
+        tally.decoded = 1
+        try:
+            record = _decode_or_report(read_tfrecord(path, offsets[0], 0), f"{path}: record 0", problems)
+        except TFRecordError as err:
+            problems.append(_framing_problem(err))
+        else:
+            tally.encoding = None if record is None else record.encoding
+    return tally
 
 
 def _framing_problem(err: TFRecordError) -> Problem:
@@ -681,9 +845,9 @@ def _framing_problem(err: TFRecordError) -> Problem:
     )
 
 
-def _decode_or_report(data: bytes, where: str, problems: list[Problem]) -> Encoding | None:
+def _decode_or_report(data: bytes, where: str, problems: list[Problem]) -> ClickMeRecord | None:
     try:
-        return decode_example(data, where).encoding
+        return decode_example(data, where)
     except ClickMeFormatError as err:
         problems.append(_problem(err))
         return None

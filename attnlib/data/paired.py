@@ -23,11 +23,14 @@ MapKind = Literal["clickme", "box"]
 
 
 class PairedMaps(Dataset):
-    """The items of ``base`` with a human map ``map`` (1 x H x W float32), both augmented together.
+    """The items of ``base`` with a human map ``map`` (1 x H x W float32), both augmented together, and
+    ``has_map``.
 
-    The map is ``maps[i]`` when ``maps`` (N x 1 x H x W) is given, otherwise the item's own ``map`` (e.g.
-    :class:`~attnlib.data.clickme.ClickMe`). ``kind`` "box" replaces it by its bounding box
-    (:func:`~attnlib.map_sources.bounding_box_map` at ``box_threshold``; the paper's control).
+    The map is ``maps[i]`` when ``maps`` (N x 1 x H x W) is given (``has_map`` True), otherwise the item's
+    own ``map`` and ``has_map`` (True when the item does not say; e.g.
+    :class:`~attnlib.data.clickme.ClickMe`, whose map-less images carry a zero map). ``kind`` "box"
+    replaces it by its bounding box (:func:`~attnlib.map_sources.bounding_box_map` at ``box_threshold``;
+    the paper's control; a map-less image keeps its zero map).
     ``padding`` > 0: a random crop of the image's size from the image padded by ``padding`` pixels
     (zeros) and a random horizontal flip; 0: no augmentation (evaluation).
     """
@@ -78,4 +81,5 @@ class PairedMaps(Dataset):
             image, human = self._transform(tv_tensors.Image(image), tv_tensors.Mask(human))
         item["img"] = image.as_subclass(Tensor)
         item["map"] = human.as_subclass(Tensor).float()
+        item["has_map"] = self.maps is not None or bool(item.get("has_map", True))
         return item

@@ -11,7 +11,11 @@ one image, and the batch mean of the per-image terms; lambda = 6.
 The public TensorFlow code differs (``variant="public"``, methods.md section 4): maps resized bilinearly
 with aligned corners; the volume reduced by the mean of squares over channels; both maps normalised
 by ``x / sqrt(sum x)``; ``0.5 * sum of squared differences`` per image; images without clicks masked
-out; the layer terms averaged (not summed); weight 1e-5 (:data:`PUBLIC_WEIGHT`).
+out; the layer terms averaged (not summed); weight 1e-5 (:data:`PUBLIC_WEIGHT`). The weight defaults to the
+variant's (:func:`default_weight`).
+
+In both variants, images without a human map (``has_map`` False, e.g. GALA-era ClickMe validation records)
+are left out of the map term: it averages over the images that have one, and a batch with none gives 0.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ PAPER_WEIGHT = 6.0
 #: The map-loss weight of the public code.
 PUBLIC_WEIGHT = 1e-5
 _EPS = 1e-12
+
+
+def default_weight(variant: Variant) -> float:
+    """The map-loss weight of ``variant``: the paper's lambda 6 or the public code's 1e-5."""
+    _check_variant(variant)
+    return PAPER_WEIGHT if variant == "paper" else PUBLIC_WEIGHT
 
 
 def reduce_volume(volume: Tensor, variant: Variant = "paper") -> Tensor:
@@ -71,16 +81,23 @@ def map_distance(reduced: Tensor, human: Tensor, variant: Variant = "paper") -> 
     return 0.5 * (r - a).pow(2).sum(dim=1)
 
 
-def clickme_map_loss(volumes: Sequence[Tensor], human: Tensor, variant: Variant = "paper") -> Tensor:
+def clickme_map_loss(
+    volumes: Sequence[Tensor], human: Tensor, variant: Variant = "paper", has_map: Tensor | None = None
+) -> Tensor:
     """The map term of the ClickMe loss over the supervised layers' volumes (each B x C x H x W).
 
-    Paper: the sum over layers of the batch mean of :func:`map_distance`. Public code: per layer the
-    mean over the images that have clicks (the others are masked out; a batch without clicks gives 0),
-    then the mean over layers.
+    Paper: the sum over layers of the mean of :func:`map_distance` over the images that have a map
+    (``has_map``, B booleans; None: all). Public code: per layer the mean over the images that have a map
+    and clicks (the others are masked out), then the mean over layers. A batch with no scored image gives 0.
     """
     if not volumes:
         raise ValueError("clickme_map_loss needs at least one attention volume")
-    has_clicks = human.flatten(1).sum(dim=1) > 0
+    scored = torch.ones(len(human), dtype=torch.bool, device=human.device) if has_map is None else has_map
+    if scored.shape != (len(human),):
+        raise ValueError(f"has_map must hold one boolean per image ({len(human)}), got {tuple(scored.shape)}")
+    scored = scored.to(human.device, torch.bool)
+    if variant == "public":
+        scored = scored & (human.flatten(1).sum(dim=1) > 0)
     # Volumes of one shape (e.g. all of ResNet-50's third stage) are scored in one pass and the human map
     # is resized once per size: a few large kernels instead of a few small ones per layer.
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -95,10 +112,7 @@ def clickme_map_loss(volumes: Sequence[Tensor], human: Tensor, variant: Variant 
         reduced = reduce_volume(torch.stack([volumes[i] for i in members]).flatten(0, 1), variant)
         target = resized[size].repeat(len(members), 1, 1)
         distance = map_distance(reduced, target, variant).view(len(members), -1)  # layers x images
-        if variant == "paper":
-            per_layer = distance.mean(dim=1)
-        else:
-            per_layer = (distance * has_clicks).sum(dim=1) / has_clicks.sum().clamp_min(1)
+        per_layer = (distance * scored).sum(dim=1) / scored.sum().clamp_min(1)
         for k, i in enumerate(members):
             terms[i] = per_layer[k]
     stacked = torch.stack(terms)
@@ -110,14 +124,16 @@ def clickme_loss(
     labels: Tensor,
     volumes: Sequence[Tensor],
     human: Tensor,
-    weight: float = PAPER_WEIGHT,
+    weight: float | None = None,
     variant: Variant = "paper",
+    has_map: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, cross-entropy, map term) with ``total = CE + weight * map term`` (``weight`` 0: the map term
-    is reported, not trained)."""
+    """(total, cross-entropy, map term) with ``total = CE + weight * map term``; ``weight`` None is the
+    variant's (:func:`default_weight`), 0 reports the map term without training it. The cross-entropy
+    covers every image, the map term those with a map (:func:`clickme_map_loss`)."""
     ce = F.cross_entropy(logits, labels)
-    term = clickme_map_loss(volumes, human, variant)
-    return ce + weight * term, ce, term
+    term = clickme_map_loss(volumes, human, variant, has_map)
+    return ce + (default_weight(variant) if weight is None else weight) * term, ce, term
 
 
 def _check_variant(variant: str) -> None:

@@ -4,20 +4,23 @@ Per seed, every arm is trained from the profile's schedule (SGD + Nesterov, step
 epoch's weights are scored) on the same images with the same paired crop-and-flip augmentation:
 
 * Table 1: ResNet, SE-ResNet, GALA-ResNet without maps (``lambda`` = 0), GALA-ResNet with the ClickMe
-  map loss (``lambda`` = ``weight``, 6 in the paper);
+  map loss (``lambda`` = ``weight``: 6 in the paper; when the profile leaves it null, the loss variant's,
+  6 for the paper's loss and 1e-5 for the public code's);
 * controls: GALA supervised with bounding boxes of the human maps, and a plain ResNet with the map
   loss on its layer3 activity volumes (no attention module);
 * the trade-off sweep: GALA + ClickMe over ``lambdas`` (0 and ``weight`` are the runs above).
 
-Scored on the test split: top-1 / top-5 error, and the human alignment of the model's attention (the
-supervised volumes reduced by the column-wise L2 norm, each layer L2-normalised, upsampled to the image
-and averaged over layers) and of its SmoothGrad saliency: the mean per-image Spearman rho with the
-held-out human map, as a fraction of the inter-rater reliability, with a shuffled-pairs null. Every
-arm and seed is a run of the shared run store (study ``gala``).
+Scored on the test split: top-1 / top-5 error (every image), and the human alignment of the model's
+attention (the supervised volumes reduced by the column-wise L2 norm, each layer L2-normalised, upsampled
+to the image and averaged over layers) and of its SmoothGrad saliency: the mean per-image Spearman rho with
+the held-out human map, as a fraction of the inter-rater reliability, with a shuffled-pairs null, over the
+images that have a map (GALA-era ClickMe validation records have none). Images without a map are also left
+out of the map loss. Every arm and seed is a run of the shared run store (study ``gala``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,10 +37,11 @@ from attnlib import explanations as xai
 from attnlib.data.arrays import ArrayDataset
 from attnlib.data.clickme import PAPER_INTERRATER_RHO, ClickMe, clickme_files, split_of
 from attnlib.data.defaults import synthetic_finegrained
+from attnlib.data.layouts import resolve_dataset
 from attnlib.data.paired import MapKind, PairedMaps
 from attnlib.data.synthetic_finegrained import FineGrainedDataset
 from attnlib.explore import interrater_reliability
-from attnlib.losses.clickme import reduce_volume
+from attnlib.losses.clickme import default_weight, reduce_volume
 from attnlib.map_sources import clickme_map
 from attnlib.methods.gala import ClickMeSupervised
 from attnlib.metrics import human_alignment, spearman_per_image
@@ -51,8 +55,12 @@ from attnlib.training.methods import Classifier, Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
 
+log = logging.getLogger(__name__)
+
 STUDY = "gala"
 DATASETS = ("synthetic", "clickme")
+#: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set.
+LAYOUT_DATASETS = {"synthetic": "synthetic", "clickme": "clickme"}
 TABLE1 = ("ResNet", "SE-ResNet", "GALA", "GALA + ClickMe")
 CONTROLS = ("GALA + boxes", "ResNet + map loss")
 
@@ -68,16 +76,25 @@ class Arm:
 
 
 def study_settings(profile: str | None) -> dict[str, Any]:
-    """The profile's ``gala`` section."""
-    return load_profile(profile)["gala"]
+    """The profile's ``gala`` section, its ``weight`` resolved by :func:`map_weight`."""
+    section = load_profile(profile)["gala"]
+    return {**section, "weight": map_weight(section)}
+
+
+def map_weight(settings: Mapping[str, Any]) -> float:
+    """The map-loss weight of "GALA + ClickMe" and the controls: ``weight``, or when it is None the
+    ``loss_variant``'s (:func:`~attnlib.losses.clickme.default_weight`: 6 paper, 1e-5 public code)."""
+    weight = settings["weight"]
+    return default_weight(settings["loss_variant"]) if weight is None else float(weight)
 
 
 def arms(settings: Mapping[str, Any]) -> dict[str, Arm]:
     """Table 1's arms, the two controls and the lambda sweep (``GALA + ClickMe (lambda=x)``), in order.
 
-    Sweep points equal to 0 or to ``weight`` are the same runs as "GALA" and "GALA + ClickMe" (the run
-    store keys runs by configuration, not by name)."""
-    weight = float(settings["weight"])
+    The weight is :func:`map_weight`; the sweep's ``lambdas`` are used as given. Sweep points equal to 0 or
+    to the weight are the same runs as "GALA" and "GALA + ClickMe" (the run store keys runs by
+    configuration, not by name)."""
+    weight = map_weight(settings)
     out = {
         "ResNet": Arm("", None),
         "SE-ResNet": Arm("se", None),
@@ -119,7 +136,7 @@ class StudyData:
 
 
 def load_data(
-    dataset: str = "synthetic",
+    dataset: str | None = None,
     data_root: str | Path | None = None,
     profile: str | None = None,
     **synthetic: Any,
@@ -128,7 +145,9 @@ def load_data(
     ``gala_synthetic`` knobs; maps made from the simulated players' bubbles the way ClickMe makes them,
     the ceiling measured between two halves of the players); ``clickme``: the real ClickMe files under
     ``data_root`` (train and test splits by file name, val when there is no test; the paper's 49-px
-    blur; ceiling 0.58 unless the profile sets ``interrater_ceiling``)."""
+    blur; ceiling 0.58 unless the profile sets ``interrater_ceiling``). ``dataset`` None: ``synthetic``
+    without ``data_root``, else told from the folder's layout (:func:`~attnlib.data.layouts.resolve_dataset`)."""
+    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "GALA")
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if synthetic and (dataset != "synthetic" or data_root is not None):
@@ -303,13 +322,15 @@ def run_seed(
 
 
 def test_subset(data: StudyData, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The first ``n`` test images, labels and human maps (N x H x W)."""
+    """The images, labels and human maps (N x H x W) of those of the first ``n`` test images that have a map
+    (``has_map``; e.g. GALA-era ClickMe validation records have none)."""
     test = PairedMaps(data.test, data.test_maps)
     items = [test[i] for i in range(min(n, len(test)))]
+    keep = torch.tensor([bool(item["has_map"]) for item in items])
     return (
-        torch.stack([item["img"] for item in items]),
-        torch.tensor([int(item["lab"]) for item in items]),
-        torch.stack([item["map"][0] for item in items]),
+        torch.stack([item["img"] for item in items])[keep],
+        torch.tensor([int(item["lab"]) for item in items])[keep],
+        torch.stack([item["map"][0] for item in items])[keep],
     )
 
 
@@ -333,8 +354,23 @@ def attention_maps(model: nn.Module, images: Tensor, device: torch.device, per_l
 def alignment_scores(
     model: nn.Module, data: StudyData, settings: Mapping[str, Any], device: torch.device
 ) -> dict[str, float]:
-    """Human alignment of the attention maps and of SmoothGrad on the first ``n_align`` test images."""
-    images, labels, human = test_subset(data, int(settings["n_align"]))
+    """Human alignment of the attention maps and of SmoothGrad on those of the first ``n_align`` test images
+    that have a map (:func:`test_subset`; ``n`` of them, ``n_without_map`` left out). NaN, with a warning,
+    when fewer than 2 have one."""
+    n_align = min(int(settings["n_align"]), len(data.test))
+    images, labels, human = test_subset(data, n_align)
+    counts = {"ceiling": data.ceiling, "n": len(images), "n_without_map": n_align - len(images)}
+    if len(images) < 2:
+        log.warning(
+            "%d of the first %d test images have a human map: human alignment needs 2, reported as NaN",
+            len(images),
+            n_align,
+        )
+        keys = ("rho", "fraction_of_ceiling", "null_rho")
+        return {
+            **{f"{name}_{k}": float("nan") for name in ("attention", "smoothgrad") for k in keys},
+            **counts,
+        }
     attention = attention_maps(model, images, device)
     saliency = xai.smoothgrad_maps(
         model.to(device),
@@ -347,15 +383,16 @@ def alignment_scores(
     for name, maps in (("attention", attention), ("smoothgrad", saliency)):
         scores = human_alignment(maps.numpy(), human.numpy(), data.ceiling)
         out.update({f"{name}_{k}": v for k, v in scores.items() if k not in ("ceiling", "n")})
-    return {**out, "ceiling": data.ceiling, "n": len(images)}
+    return {**out, **counts}
 
 
 # ------------------------------------------------------------------------------------------- report
 
 
 def results_frame(results: Sequence[Mapping[str, RunResult]], settings: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per seed and arm: top-1 / top-5 error, alignment (fraction of the ceiling and rho) of the
-    attention maps and of SmoothGrad, the null, the last epoch."""
+    """One row per seed and arm: the map-loss weight and loss variant that ran (None without the map loss),
+    top-1 / top-5 error, alignment (fraction of the ceiling and rho) of the attention maps and of SmoothGrad,
+    the null, the last epoch."""
     rows = []
     for per_seed in results:
         for name, run in per_seed.items():
@@ -365,6 +402,7 @@ def results_frame(results: Sequence[Mapping[str, RunResult]], settings: Mapping[
                     "seed": run.spec.seed,
                     "arm": name,
                     "weight": run.spec.config["arm"]["weight"],
+                    "loss_variant": run.spec.config["loss_variant"],
                     "top1_error": 1 - last["accuracy"],
                     "top5_error": 1 - last["top5_accuracy"] if "top5_accuracy" in last else np.nan,
                     "alignment": align["attention_fraction_of_ceiling"],
