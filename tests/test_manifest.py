@@ -80,9 +80,19 @@ def test_deep_check_decodes_every_dicom(copy):
     sheet = pd.read_csv(copy.master_sheet, dtype=str)
     dicom = copy.mimic_root / sheet["path"][0]
     dicom.write_bytes(dicom.read_bytes()[: dicom.stat().st_size // 2])  # truncated pixel data
-    assert _errors(copy) == []  # the shallow check only sees that the file exists
+    assert _errors(copy) == []  # the shallow check only sees that the file exists ...
+    notes = [p for p in verify_egd_cxr(copy) if p.severity == "note"]  # ... and says so
+    assert [n.message for n in notes] == ["6 DICOMs not decoded; run with --deep to check them"]
     errors = _errors(copy, deep=True)
     assert len(errors) == 1 and str(dicom) in errors[0]
+    assert not [p for p in verify_egd_cxr(copy, deep=True) if p.severity == "note"]
+
+
+def test_cli_verify_ends_with_what_it_did_not_check(copy, capsys):
+    assert main(["data", "verify", "egd-cxr", "--root", str(copy.egd_root.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "NOTE" in out and "6 DICOMs not decoded; run with --deep to check them" in out
+    assert out.rstrip().endswith("0 errors, 1 warnings")
 
 
 def test_cli_verify_exit_codes(copy, capsys):
