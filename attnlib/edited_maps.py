@@ -227,12 +227,28 @@ def _pair(name: str, size: Sequence[int]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def map_identity(edited: np.ndarray | EditedMap) -> bytes:
+    """What identifies a map in a run's data fingerprint.
+
+    A ``simulated`` map made against a stored network (``model_key`` set) is identified by its provenance
+    (network, checkpoint, simulator and grid, not the creation time): its values come from that network's
+    forward pass, whose last float bits depend on the thread count, and a run's identity must not. Any
+    other map (painted, bubbles, lesions, or given as an array) is identified by its float32 values.
+    """
+    if isinstance(edited, EditedMap) and edited.provenance.source == "simulated" and edited.provenance.model_key:
+        made_by = {k: v for k, v in edited.provenance.to_dict().items() if k not in ("created_utc", "strokes")}
+        return json.dumps(made_by, sort_keys=True).encode()
+    values = edited.map if isinstance(edited, EditedMap) else edited
+    return np.ascontiguousarray(values, dtype=np.float32).tobytes()
+
+
 class EditedMapDataset(Dataset):
     """The items of ``base`` whose id has a map in ``maps``, each with ``edited_map`` (1 x h x w float32).
 
     ``maps`` maps sample ids to grid arrays or :class:`EditedMap` (e.g. ``EditedMapStore.load_all``);
     ``ids`` fixes the items and their order (default: ``base``'s order). An id without a map, or absent
-    from ``base``, raises ``KeyError`` naming it. ``fingerprint`` covers the base, the ids and the maps.
+    from ``base``, raises ``KeyError`` naming it. ``fingerprint`` covers the base, the ids and the maps: a
+    map simulated against a stored network (:func:`map_identity`) by what made it, any other by its values.
     """
 
     def __init__(
@@ -257,8 +273,8 @@ class EditedMapDataset(Dataset):
         ]
         self._maps = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None] for a in arrays]
         digest = hashlib.sha256(f"{base.fingerprint}:{','.join(chosen)}".encode())
-        for array in arrays:
-            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        for sample_id in chosen:
+            digest.update(map_identity(maps[sample_id]))
         self.fingerprint = digest.hexdigest()[:12]
 
     def __len__(self) -> int:

@@ -133,3 +133,24 @@ def test_edited_map_dataset_adds_maps_in_the_given_order():
     assert changed.fingerprint != ds.fingerprint
     with pytest.raises(KeyError, match="without an edited map"):
         EditedMapDataset(base, maps, ids=["b"])
+
+
+def test_simulated_maps_are_identified_by_what_made_them_not_by_float_noise():
+    base = ArrayDataset(torch.zeros(2, 1, 4, 4), [0, 1], ["a", "b"], ["x", "y"], "fp")
+    made_by = Provenance("simulated", (2, 2), (4, 4), (), "simulated editor (budget 3)", "abc123", "last")
+    noisy = np.eye(2, dtype=np.float32) + np.float32(1e-7)  # the same forward pass with other threads
+
+    def fingerprint(values, provenance=made_by):
+        return EditedMapDataset(base, {"a": EditedMap(values, provenance)}).fingerprint
+
+    assert fingerprint(noisy) == fingerprint(np.eye(2, dtype=np.float32))
+    later = Provenance("simulated", (2, 2), (4, 4), (), "simulated editor (budget 3)", "abc123", "last")
+    assert fingerprint(noisy, later) == fingerprint(noisy)  # the creation time is not identity
+    for other in (
+        Provenance("simulated", (2, 2), (4, 4), (), "simulated editor (budget 3)", "def456", "last"),
+        Provenance("simulated", (2, 2), (4, 4), (), "simulated editor (budget 3)", "abc123", "best"),
+        Provenance("simulated", (2, 2), (4, 4), (), "simulated editor (budget 5)", "abc123", "last"),
+    ):
+        assert fingerprint(noisy, other) != fingerprint(noisy)
+    painted = Provenance("editor", (2, 2), model_key="abc123")  # a person's map: its values are the input
+    assert fingerprint(noisy, painted) != fingerprint(np.eye(2, dtype=np.float32), painted)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnlib.data.defaults import synthetic_finegrained
-from attnlib.edited_maps import EditedMapStore
+from attnlib.edited_maps import EditedMapStore, Provenance
 from attnlib.editing import edit_map
 from attnlib.papers import abn
 from attnlib.stats import paired_tests
@@ -94,7 +94,10 @@ def test_fine_tune_takes_maps_from_any_store(data, replicates, tmp_path):
         store, data, 0, res.base, maps, res.selected, settings["gamma"], settings, "smoke", "cpu"
     )
     assert again.path == res.fine_tuned.path  # same maps, same run
-    changed = {k: type(v)(np.clip(v.map + 0.1, 0, 1), v.provenance) for k, v in maps.items()}
+    assert all(v.provenance.source == "simulated" for v in maps.values())
+    # a person re-paints them: the values are then the input (simulated maps are identified by their maker)
+    painted = Provenance("editor", next(iter(maps.values())).provenance.grid_size, editor="someone")
+    changed = {k: type(v)(np.clip(v.map + 0.1, 0, 1), painted) for k, v in maps.items()}
     other = abn.fine_tune(
         store, data, 0, res.base, changed, res.selected, settings["gamma"], settings, "smoke", "cpu"
     )

@@ -242,10 +242,10 @@ def human_map(
                 model_key,
                 checkpoint,
             )
-        edited, strokes = simulate_edit(network_map, data.evidence[sample_id], budget=settings["edit_budget"])
-        return edited, Provenance(
-            "simulated", grid, data.image_size, strokes, "simulated editor", model_key, checkpoint
-        )
+        budget = settings["edit_budget"]
+        edited, strokes = simulate_edit(network_map, data.evidence[sample_id], budget=budget)
+        simulator = f"simulated editor (budget {budget})"
+        return edited, Provenance("simulated", grid, data.image_size, strokes, simulator, model_key, checkpoint)
     if source == "bubbles":
         if sample_id not in data.bubbles:
             raise KeyError(f"{data.name}: no bubbles for {sample_id}")
