@@ -104,6 +104,8 @@ def test_cv_protocol_selects_on_folds_and_reads_the_final_test_curve(data, tmp_p
     assert sizes == sorted([*fold_sizes, len(data.train)])
     maps = result.final.state_dict("maps")
     assert maps["final"].shape == (32, 32) and "map_region_auc" in result.final.metrics
+    # the report reads the maps, never the network weights: only the maps are kept
+    assert [p.name for p in result.final.path.glob("weights_*.pt")] == ["weights_maps.pt"]
 
     monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("a stored fit was retrained"))
     again = ga.run_arm(store, "resnet18+attention", data, profile="smoke", seed=3)

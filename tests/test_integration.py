@@ -56,6 +56,9 @@ def test_run_seeds_trains_once_and_stores_both_checkpoints(data_root, tmp_path, 
     assert {"best", "last", "best_epoch", "last_epoch"} <= metrics.keys()
     assert set(runs[0].predictions) == {"best", "last"}
     assert len(runs[0].predictions["best"]) == len(splits["test"])
+    # only the weights a report reads are kept (the figures use the best-validation ones)
+    assert sorted(p.name for p in runs[0].path.glob("weights_*.pt")) == ["weights_best.pt"]
+    runs[0].state_dict("best")
 
     # a finished run is loaded, never retrained
     monkeypatch.setattr(trainer_module.Trainer, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))

@@ -358,16 +358,14 @@ def _fit(
         if test:
             frame, output["metrics"]["last"] = score(method, loaders["test"], trainer, data.train.label_names)
             output["predictions"] = {"last": frame}
-        if fold is None or test:
-            output["states"] = {"last": fit.last_state}
-            final_map = weight_map(method)
-            if final_map is not None:
-                output["states"]["maps"] = {"initial": initial_map, "final": final_map}
-                if data.region_mask is not None:
-                    output["metrics"]["map_region_auc"] = {
-                        "initial": map_region_auc(initial_map.numpy(), data.region_mask),
-                        "final": map_region_auc(final_map.numpy(), data.region_mask),
-                    }
+        final_map = weight_map(method)
+        if (fold is None or test) and final_map is not None:  # the report reads the maps, never the weights
+            output["states"] = {"maps": {"initial": initial_map, "final": final_map}}
+            if data.region_mask is not None:
+                output["metrics"]["map_region_auc"] = {
+                    "initial": map_region_auc(initial_map.numpy(), data.region_mask),
+                    "final": map_region_auc(final_map.numpy(), data.region_mask),
+                }
         return output
 
     return store.run(spec, fn)

@@ -61,7 +61,8 @@ def train_and_evaluate(
     Returns what ``RunStore.run`` stores: ``history``, ``metrics`` (``best``/``last`` as from
     ``classification_metrics``, plus the values of every evaluator run on the test loader with those
     weights, plus ``best_epoch``, ``last_epoch``, ``stopped_early``), ``predictions`` (``best``/``last``
-    frames of ``Trainer.predict``) and ``states``. An evaluator's key that is already a metric is an
+    frames of ``Trainer.predict``) and ``states`` (the ``best`` weights only: the figures read them, nothing
+    reads the last ones, which cost as much disk again). An evaluator's key that is already a metric is an
     error. The method ends with its last-epoch weights.
     """
     missing = set(SPLITS) - loaders.keys()
@@ -80,7 +81,7 @@ def train_and_evaluate(
                 raise ValueError(f"evaluator {evaluator_name!r} returns {clash}, which are already metrics")
             metrics[name].update({k: float(v) for k, v in values.items()})
     metrics.update(best_epoch=fit.best_epoch, last_epoch=fit.last_epoch, stopped_early=fit.stopped_early)
-    return {"history": fit.history, "metrics": metrics, "predictions": predictions, "states": states}
+    return {"history": fit.history, "metrics": metrics, "predictions": predictions, "states": {"best": states["best"]}}
 
 
 def score(
