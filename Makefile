@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
 SEEDS ?= 0-4
+# JOBS: runs in parallel (one per core here); THREADS: threads of every run. Numbers depend on THREADS, never
+# on JOBS (JOBS=1 and JOBS=2 give the same numbers on the same CPU): keep THREADS fixed when comparing runs.
 JOBS ?= 2
+THREADS ?= 1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnlib-installed
 
@@ -13,7 +16,7 @@ STAMP := $(VENV)/.attnlib-installed
 ## reproduce: install, generate the default data, run every notebook (training ones over 5 seeds) -> runs/
 reproduce: $(STAMP)
 	$(BIN)/attnlib data generate egd-cxr --profile $(PROFILE)
-	$(BIN)/attnlib reproduce --profile $(PROFILE) --seeds $(SEEDS) --jobs $(JOBS)
+	$(BIN)/attnlib reproduce --profile $(PROFILE) --seeds $(SEEDS) --jobs $(JOBS) --threads $(THREADS)
 
 ## test: install, unit tests (incl. the editor's browser test), then every notebook under nbval in the smoke profile
 test: $(STAMP) browser

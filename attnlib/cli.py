@@ -1,4 +1,7 @@
-"""The ``attnlib`` command line: ``attnlib data ...``, ``attnlib sweep ...``, ``attnlib reproduce ...``."""
+"""The ``attnlib`` command line: ``attnlib data ...``, ``attnlib sweep ...``, ``attnlib reproduce ...``.
+
+A bad choice (unknown profile, notebook, parameter, kernel) is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+
+from attnlib import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``attnlib`` console script; returns the process exit code."""
+    """Entry point of the ``attnlib`` console script; returns the process exit code (2: usage error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as err:
+        print(f"attnlib: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

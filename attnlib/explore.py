@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.stats import chi2_contingency
 from scipy.stats.contingency import association
-from tqdm.auto import tqdm
+from attnlib.progress import tqdm
 
 from attnlib import plots
 from attnlib.data.cache import ArrayCache

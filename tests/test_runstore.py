@@ -130,6 +130,7 @@ def test_run_computes_once_and_round_trips(tmp_path):
         "spec.json",
         "weights_best.pt",
     ]
+    assert json.loads((result.path / "spec.json").read_text())["environment"]["threads"] == torch.get_num_threads()
     manifest = json.loads((result.path / "manifest.json").read_text())["files"]
     assert manifest == {
         name: {

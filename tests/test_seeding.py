@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attnlib.device import default_device
-from attnlib.seeding import seed_everything, torch_generator, worker_init_fn
+from attnlib.seeding import seed_everything, threads_from_env, torch_generator, worker_init_fn
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +64,44 @@ def test_cublas_workspace_set_only_with_cuda_and_never_overwritten(monkeypatch):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     seed_everything(0)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+_THREADS_SCRIPT = """
+import torch
+from attnlib.seeding import run_threads, seed_everything
+before = torch.get_num_threads()
+seed_everything(0)
+print(before, torch.get_num_threads(), torch.get_num_interop_threads(), run_threads())
+"""
+
+
+def _threads_after_seeding(threads: str | None) -> list[int]:
+    """(threads before, intra-op and inter-op threads after seed_everything, run_threads()) in a fresh
+    Python (inter-op threads can be set once per process), with $ATTNLIB_THREADS = ``threads``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTNLIB_THREADS", "OMP_NUM_THREADS")}
+    if threads is not None:
+        env["ATTNLIB_THREADS"] = threads
+    done = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True,
+                          check=True, timeout=120)
+    return [int(n) for n in done.stdout.split()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to tell 1 thread from the default")
+def test_seed_everything_applies_attnlib_threads():
+    before, *after = _threads_after_seeding("1")
+    assert before > 1 and after == [1, 1, 1]
+    before, intra, _, run = _threads_after_seeding(None)  # unset: torch's own choice stays
+    assert before == intra == run > 1
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5"])
+def test_threads_env_must_be_a_positive_integer(monkeypatch, text):
+    monkeypatch.setenv("ATTNLIB_THREADS", text)
+    with pytest.raises(ValueError, match="ATTNLIB_THREADS must be a positive integer"):
+        seed_everything(0)
+    monkeypatch.setenv("ATTNLIB_THREADS", "")
+    assert threads_from_env() is None
 
 
 def test_worker_init_fn_seeds_numpy_and_random_from_torch_seed():

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+
+from attnlib.progress import tqdm
 
 
 class ArrayDataset(Dataset):

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from attnlib.progress import tqdm
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.manifest import Problem, load_manifest, not_decoded

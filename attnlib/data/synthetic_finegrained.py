@@ -41,10 +41,10 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from attnlib.data.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 from attnlib.data.splits import balanced_split
+from attnlib.progress import tqdm
 
 GENERATOR_VERSION = "1"
 SPLITS = ("train", "test")

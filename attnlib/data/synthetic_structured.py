@@ -49,10 +49,10 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from attnlib.data.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 from attnlib.data.splits import balanced_split
+from attnlib.progress import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from attnlib.progress import tqdm
 
 
 def time_epochs(dataset: Dataset, epochs: int = 2, batch_size: int = 16, num_workers: int = 0) -> list[float]:

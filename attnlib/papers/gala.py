@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from attnlib.progress import tqdm
 
 from attnlib import explanations as xai
 from attnlib.data.arrays import ArrayDataset

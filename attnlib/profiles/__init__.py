@@ -6,22 +6,43 @@ and the chosen profile is saved with every run.
 
 from __future__ import annotations
 
+import difflib
 import os
 from importlib import resources
 from typing import Any
 
 import yaml
 
-PROFILES = ("smoke", "quick", "paper")
+from attnlib import UsageError
+
 ENV_VAR = "ATTNLIB_PROFILE"
+DEFAULT = "quick"
+
+
+class UnknownProfileError(UsageError):
+    """A profile name with no ``<name>.yaml`` beside this module."""
+
+
+def available_profiles() -> tuple[str, ...]:
+    """The profile names: the stems of this package's ``*.yaml`` files, sorted."""
+    files = resources.files(__package__).iterdir()
+    return tuple(sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml")))
+
+
+def check_profile(name: str) -> str:
+    """``name`` when it is a profile; else :class:`UnknownProfileError` naming the profiles (and a close
+    one)."""
+    known = available_profiles()
+    if name in known:
+        return name
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UnknownProfileError(f"unknown profile {name!r}; {hint}profiles: {', '.join(known)}")
 
 
 def profile_name(name: str | None = None) -> str:
-    """``name``, else ``$ATTNLIB_PROFILE``, else ``quick``; raises ``ValueError`` for an unknown name."""
-    chosen = name or os.environ.get(ENV_VAR) or "quick"
-    if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r}; choose one of {PROFILES}")
-    return chosen
+    """``name``, else ``$ATTNLIB_PROFILE``, else ``quick``, checked with :func:`check_profile`."""
+    return check_profile(name or os.environ.get(ENV_VAR) or DEFAULT)
 
 
 def load_profile(name: str | None = None) -> dict[str, Any]:

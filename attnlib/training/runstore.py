@@ -38,6 +38,7 @@ import attnlib
 from attnlib import paths
 from attnlib._io import atomic_write_json, atomic_write_text
 from attnlib.provenance import code_fingerprint, package_fingerprint
+from attnlib.seeding import run_threads
 
 log = logging.getLogger(__name__)
 
@@ -420,9 +421,10 @@ def _canonical_json(obj: Any) -> str:
     return json.dumps(_builtin(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _environment() -> dict[str, str]:
-    """Versions that produced a run (informative; not part of its key)."""
+def _environment() -> dict[str, Any]:
+    """Versions and the torch thread count that produced a run (informative; not part of its key)."""
     return {
+        "threads": run_threads(),
         "python": platform.python_version(),
         "attnlib": attnlib.__version__,
         "torch": torch.__version__,

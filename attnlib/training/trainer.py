@@ -26,10 +26,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, ReduceLROnPlateau
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from attnlib._io import atomic_write_bytes
 from attnlib.device import default_device
+from attnlib.progress import tqdm
 from attnlib.seeding import seed_everything
 from attnlib.training.methods import Method, StepOutput
 

@@ -13,7 +13,6 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
-from tqdm.auto import tqdm
 
 from attnlib.data.egd_cxr import (
     CHEXPERT_COLUMNS,
@@ -34,6 +33,7 @@ from attnlib.data.synthetic_cxr.config import (
 )
 from attnlib.data.synthetic_cxr.gaze import GAZE_HZ, _expand, _gaze_samples, _plan_gaze, _Screen
 from attnlib.data.synthetic_cxr.tables import _cue, _formats, _master_rows, _transcript
+from attnlib.progress import tqdm
 
 log = logging.getLogger(__name__)
 
