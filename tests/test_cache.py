@@ -124,6 +124,11 @@ def test_write_failure_is_logged_not_fatal(
     np.testing.assert_array_equal(out, np.ones(4))
     assert "could not store cache entry" in caplog.text
     assert not [p for p in cache.root.rglob("*") if p.is_file()]  # no entry, no temporary file
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="attnlib.data.cache"):  # a read-only cache: said once
+        for k in range(5):
+            ArrayCache(cache.root).get_or_compute(source, {"k": k}, Counting(np.ones(4)))
+    assert "could not store cache entry" not in caplog.text
 
 
 def test_failing_compute_leaves_nothing(cache: ArrayCache, source: Path) -> None:

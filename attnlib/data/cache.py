@@ -68,7 +68,8 @@ class ArrayCache:
     ) -> np.ndarray:
         """The cached array for ``(path, params)``, or ``fn()`` (then stored) when absent or unreadable.
 
-        A failure to store the result is logged and the result is returned anyway.
+        A failure to store the result is logged (a warning the first time for this cache folder, then at
+        debug level) and the result is returned anyway.
         """
         entry = self.entry_path(self.key(path, params))
         if entry.is_file():
@@ -86,5 +87,16 @@ class ArrayCache:
         try:
             atomic_write_bytes(entry, buffer.getvalue())
         except OSError as exc:
-            log.warning("could not store cache entry %s for %s: %s", entry, path, exc)
+            if self.root in _UNWRITABLE:
+                log.debug("could not store cache entry %s for %s: %s", entry, path, exc)
+            else:
+                _UNWRITABLE.add(self.root)
+                log.warning(
+                    "could not store cache entry %s for %s: %s; computing without storing (said once per "
+                    "cache folder)", entry, path, exc,
+                )
         return arr
+
+
+#: Cache folders a store already failed in, in this process: the warning is given once per folder.
+_UNWRITABLE: set[Path] = set()
