@@ -17,7 +17,8 @@ A sample is stored when its record exists. ``save`` writes the map file first, t
 each atomically (temporary file + ``os.replace``), then deletes the sample's other map files. A
 crash before the record is written therefore leaves the previous record and its own map intact (or
 no record for a new sample); the unreferenced new map file is ignored and removed by the next save
-of that sample. Saves of one sample hold ``.<sample_id>.lock`` (filelock), so two editors saving it at
+of that sample. Saves of one sample hold ``.<sample_id>.lock`` (:func:`attnlib._io.exclusive_lock`, removed after
+use), so two editors saving it at
 once cannot leave a record whose map file the other one deleted; the last save wins. Sample ids and dataset names are plain file names: no path separators, no leading
 dot, not ``..``.
 """
@@ -37,10 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch.utils.data import Dataset
 
-from attnlib._io import atomic_write_bytes, atomic_write_json
+from attnlib._io import atomic_write_bytes, atomic_write_json, exclusive_lock
 from attnlib.editing import Stroke
 
 FORMAT_VERSION = 1
@@ -147,7 +147,7 @@ class EditedMapStore:
             **provenance.to_dict(),
         }
         folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(folder / f".{sample_id}.lock"):
+        with exclusive_lock(folder / f".{sample_id}.lock"):
             atomic_write_bytes(folder / map_file, buffer.getvalue())
             atomic_write_json(record_path, record)
             for stale in _map_files(folder, sample_id):

@@ -241,16 +241,19 @@ def significance(test: Mapping[str, Any], alpha: float, higher: bool) -> str:
     of a over b at p < alpha (``higher``: larger is better), not significant, or no test (p is NaN: too
     few values)."""
     if not np.isfinite(test["p"]):
-        return "no test: too few values"
+        return "no test: too few values or no variation"
     better = test["mean_a"] > test["mean_b"] if higher else test["mean_a"] < test["mean_b"]
     if test["p"] < alpha:
         return f"{'an improvement' if better else 'a deterioration'} at p < {alpha}"
     return f"not significant at p < {alpha}"
 
 
+def outcome_words(test: Mapping[str, Any], alpha: float, higher: bool, name: str = "p") -> str:
+    """``"<significance>, <name> = <p>"`` for a two-group test result; no p when there was no test."""
+    words = significance(test, alpha, higher)
+    return f"{words}, {name} = {test['p']:.3g}" if np.isfinite(test["p"]) else words
+
+
 def describe_change(test: Mapping[str, Any], label: str, alpha: float, higher: bool, name: str = "p") -> str:
     """``"<label> <mean_b> -> <mean_a> (<significance>, <name> = <p>)"`` for a two-group test result."""
-    words = significance(test, alpha, higher)
-    if np.isfinite(test["p"]):
-        words += f", {name} = {test['p']:.3g}"
-    return f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({words})"
+    return f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({outcome_words(test, alpha, higher, name)})"

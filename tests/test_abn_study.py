@@ -60,6 +60,7 @@ def test_replicate_runs_every_stage_and_is_reloaded(data, replicates):
     features = [k for k in base if k.startswith("model.features.")]
     assert features and all(torch.equal(base[k], tuned[k]) for k in features)
     assert any(not torch.equal(base[k], tuned[k]) for k in base if k.startswith("model.attention."))
+    assert not list(res.control.path.glob("weights_*.pt"))  # the gamma = 0 control: its scores, no weights
     assert res.fine_tuned.spec.config["gamma"] == settings["gamma"] and res.control.spec.config["gamma"] == 0
     again = abn.run_replicate(store, data, 0, "smoke", device="cpu")
     assert again.fine_tuned.path == res.fine_tuned.path and again.explain.path == res.explain.path

@@ -257,6 +257,7 @@ def test_concurrent_saves_of_one_sample_leave_a_loadable_record(tmp_path, monkey
     assert kept.provenance.editor == "b" and (kept.map == np.float32(0.75)).all()  # the last save wins
     assert len(list((tmp_path / "cub").glob("x.*.npz"))) == 1
     assert store.ids("cub") == ["x"]  # the lock file is not a sample
+    assert not list((tmp_path / "cub").glob(".*.lock"))  # and it is removed after use
 
 
 @pytest.mark.parametrize("bad", ["", "..", ".hidden", "a/b", "a\\b", "../x", "x\0y"])

@@ -144,6 +144,9 @@ def test_smoke_pipeline_scores_every_arm_and_reloads(study):
     sweep = gala.lambda_frame(frame)
     assert sorted(sweep["lambda"].unique()) == sorted(float(x) for x in settings["lambdas"])
     assert "paired t-test p =" in gala.verdict(frame)
+    # only the networks the figures load keep their weights (the sweep's equal points are the same runs)
+    kept = {name for name, run in results[0].items() if list(run.path.glob("weights_*.pt"))}
+    assert kept == {*gala.FIGURE_ARMS, gala.sweep_name(0.0), gala.sweep_name(6.0)}
 
 
 def test_alignment_is_the_metric_on_the_stored_model(study):

@@ -169,7 +169,7 @@ def test_describe_change_words_and_missing_tests():
     )
     assert "a deterioration" in describe_change(test, "error", 0.05, higher=False)
     single = describe_change({"mean_a": 0.8, "mean_b": 0.7, "p": float("nan")}, "accuracy", 0.05, higher=True)
-    assert single == "accuracy 0.700 -> 0.800 (no test: too few values)"
+    assert single == "accuracy 0.700 -> 0.800 (no test: too few values or no variation)"
     assert "nan" not in single
 
 
@@ -178,3 +178,23 @@ def test_smoke_verdicts_say_they_test_the_code():
     assert "test the code, not the method" in SMOKE_CAVEAT
     assert with_profile_caveat("X improved.", "quick") == "X improved."
     assert with_profile_caveat("X improved.", None) == "X improved."
+
+
+def test_abn_and_gala_verdicts_carry_the_smoke_caveat():
+    import pandas as pd
+
+    from attnlib.papers import abn, gala
+
+    accuracy = pd.DataFrame({"arm": list(abn.ARMS) * 2, "replicate": [0, 0, 0, 1, 1, 1],
+                             "accuracy": [0.6, 0.7, 0.65, 0.62, 0.72, 0.66]})
+    explained = pd.DataFrame({"method": ["ABN", "fine-tuned"] * 2, "replicate": [0, 0, 1, 1],
+                              "deletion": [0.4, 0.3, 0.42, 0.31], "insertion": [0.5, 0.6, 0.52, 0.61],
+                              "mse": [0.2, 0.1, 0.21, 0.11]})
+    assert abn.verdict(accuracy, explained, profile="smoke").startswith(SMOKE_CAVEAT)
+    assert not abn.verdict(accuracy, explained).startswith(SMOKE_CAVEAT)
+    frame = pd.DataFrame({"arm": ["GALA", "GALA + ClickMe"] * 2, "seed": [0, 0, 1, 1],
+                          "top1_error": [0.5, 0.4, 0.52, 0.41], "alignment": [0.3, 0.4, 0.31, 0.42],
+                          "smoothgrad": [0.2, 0.2, 0.3, 0.3]})  # SmoothGrad unchanged: t-test p is NaN
+    sentence = gala.verdict(frame, profile="smoke")
+    assert sentence.startswith(SMOKE_CAVEAT) and "nan" not in sentence
+    assert "no test: too few values or no variation" in sentence

@@ -45,7 +45,7 @@ from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples, tabl
 from attnlib.models.abn import ABNet, create_abn
 from attnlib.profiles import load_profile
 from attnlib.seeding import seed_everything
-from attnlib.stats import describe_change, paired_t_test, significance
+from attnlib.stats import describe_change, outcome_words, paired_t_test, with_profile_caveat
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
 from attnlib.training.trainer import TrainConfig, Trainer
@@ -446,10 +446,12 @@ def fine_tune(
     settings: Mapping[str, Any],
     profile: str,
     device: str | None = None,
+    keep_weights: bool = True,
 ) -> RunResult:
     """Fine-tune ``base``'s ABN on the samples ``ids`` with their ``maps`` (Eqs. 1-3, branches only).
 
-    ``maps`` may come from any :class:`EditedMapStore` (e.g. the editor's ``load_all``).
+    ``maps`` may come from any :class:`EditedMapStore` (e.g. the editor's ``load_all``). ``keep_weights``
+    False stores the run without its weights (the gamma = 0 control: its scores are all a report reads).
     """
     train, test = data.replicate(r)
     cfg = train_config(settings, "finetune")
@@ -477,7 +479,7 @@ def fine_tune(
             "history": fit.history,
             "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
             "predictions": {"last": frame},
-            "states": {"last": fit.last_state},
+            "states": {"last": fit.last_state} if keep_weights else {},
         }
 
     return store.run(spec, fn)
@@ -610,7 +612,7 @@ def run_replicate(
             torch_device,
         )
     fine = fine_tune(store, data, r, base, maps, selected, settings["gamma"], settings, profile, device)
-    control = fine_tune(store, data, r, base, maps, selected, 0.0, settings, profile, device)
+    control = fine_tune(store, data, r, base, maps, selected, 0.0, settings, profile, device, keep_weights=False)
     explain = _explain(
         store,
         data,
@@ -744,22 +746,23 @@ def table1_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
     return pd.DataFrame([{"replicate": res.replicate, **res.table1} for res in results])
 
 
-def verdict(accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0.05) -> str:
-    """One computed sentence: did fine-tuning with edited maps improve accuracy and the explanation metrics?"""
+def verdict(
+    accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0.05, profile: str | None = None
+) -> str:
+    """One computed sentence: did fine-tuning with edited maps improve accuracy and the explanation metrics?
+    (After the smoke caveat when ``profile`` is ``smoke``.)"""
     acc = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[0], pair="replicate")
+    control = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[2], pair="replicate")
     parts = [
         f"fine-tuning with edited maps changed test accuracy by {acc['mean_a'] - acc['mean_b']:+.3f} "
-        f"({significance(acc, alpha, higher=True)}, paired t-test p = {acc['p']:.3g})"
-    ]
-    control = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[2], pair="replicate")
-    parts.append(
+        f"({outcome_words(acc, alpha, True, 'paired t-test p')})",
         f"against the same fine-tuning without maps (gamma = 0) by {control['mean_a'] - control['mean_b']:+.3f} "
-        f"(p = {control['p']:.3g})"
-    )
+        f"({outcome_words(control, alpha, True)})",
+    ]
     for metric, higher in (("deletion", False), ("insertion", True), ("mse", False)):
         test = paired_t_test(explanations, metric, "method", "fine-tuned", "ABN", pair="replicate")
         parts.append(describe_change(test, metric, alpha, higher))
-    return "On this data, " + "; ".join(parts) + "."
+    return with_profile_caveat("On this data, " + "; ".join(parts) + ".", profile)
 
 
 def overlays(

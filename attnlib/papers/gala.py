@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from attnlib.progress import tqdm
 
 from attnlib import explanations as xai
 from attnlib.data.arrays import ArrayDataset
@@ -48,8 +47,9 @@ from attnlib.metrics import human_alignment, spearman_per_image
 from attnlib.models.gala import create_gala_resnet, forward_with_volumes
 from attnlib.models.registry import create_model
 from attnlib.profiles import load_profile
+from attnlib.progress import tqdm
 from attnlib.seeding import seed_everything
-from attnlib.stats import describe_change, paired_t_test
+from attnlib.stats import describe_change, paired_t_test, with_profile_caveat
 from attnlib.training.experiment import data_fingerprint, make_loaders, score
 from attnlib.training.methods import Classifier, Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
@@ -106,6 +106,10 @@ def arms(settings: Mapping[str, Any]) -> dict[str, Arm]:
     for value in settings["lambdas"]:
         out[sweep_name(float(value))] = Arm("gala_", float(value))
     return out
+
+
+#: The arms whose networks the figures load (:func:`_figure_inputs`): only their runs keep weights.
+FIGURE_ARMS = ("GALA", "GALA + ClickMe")
 
 
 def sweep_name(value: float) -> str:
@@ -257,8 +261,10 @@ def train_arm(
     profile: str,
     device: str | None = None,
 ) -> RunResult:
-    """One arm and seed: trained, scored on the test split (errors, alignment), stored."""
+    """One arm and seed: trained, scored on the test split (errors, alignment), stored; with its last
+    weights only when it is one of :data:`FIGURE_ARMS` (by configuration: the figures load nothing else)."""
     cfg = train_config(settings)
+    keeps_weights = arm in [arms(settings)[name] for name in FIGURE_ARMS]
     train = PairedMaps(
         data.train,
         data.train_maps,
@@ -294,7 +300,7 @@ def train_arm(
             "history": fit.history,
             "metrics": {"last": metrics, "last_epoch": fit.last_epoch, "alignment": alignment},
             "predictions": {"last": frame},
-            "states": {"last": fit.last_state},
+            "states": {"last": fit.last_state} if keeps_weights else {},
         }
 
     return store.run(spec, fn)
@@ -423,8 +429,9 @@ def lambda_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return sweep.sort_values(["lambda", "seed"]).reset_index(drop=True)
 
 
-def verdict(frame: pd.DataFrame, alpha: float = 0.05) -> str:
-    """One computed sentence: did ClickMe supervision improve GALA's error and alignment (paired over seeds)?"""
+def verdict(frame: pd.DataFrame, alpha: float = 0.05, profile: str | None = None) -> str:
+    """One computed sentence: did ClickMe supervision improve GALA's error and alignment (paired over seeds)?
+    (After the smoke caveat when ``profile`` is ``smoke``.)"""
     parts = []
     for metric, label, higher in (
         ("top1_error", "top-1 error", False),
@@ -433,7 +440,8 @@ def verdict(frame: pd.DataFrame, alpha: float = 0.05) -> str:
     ):
         test = paired_t_test(frame, metric, "arm", "GALA + ClickMe", "GALA", pair="seed")
         parts.append(describe_change(test, label, alpha, higher, "paired t-test p"))
-    return "On this data, supervising GALA with the human maps changed " + "; ".join(parts) + "."
+    text = "On this data, supervising GALA with the human maps changed " + "; ".join(parts) + "."
+    return with_profile_caveat(text, profile)
 
 
 def layer_views(
@@ -517,7 +525,7 @@ def _figure_inputs(
     per_seed = results[0]
     table = arms(settings)
     models = {
-        name: load_model(per_seed[name], table[name], settings, data) for name in ("GALA", "GALA + ClickMe")
+        name: load_model(per_seed[name], table[name], settings, data) for name in FIGURE_ARMS
     }
     torch_device = torch.device(device) if device else torch.device("cpu")
     return per_seed, models, torch_device, test_subset(data, n)

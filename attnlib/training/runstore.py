@@ -13,7 +13,6 @@ running the same spec at once and is deleted after use.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,9 +21,8 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +34,7 @@ import torch
 
 import attnlib
 from attnlib import paths
-from attnlib._io import atomic_write_json, atomic_write_text
+from attnlib._io import atomic_write_json, atomic_write_text, exclusive_lock
 from attnlib.provenance import code_fingerprint, package_fingerprint
 from attnlib.seeding import run_threads
 
@@ -170,7 +168,7 @@ class RunStore:
             log.info("run %s/%s/seed%d already stored; not recomputing", spec.study, spec.key, spec.seed)
             return found
         final.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive(final.with_name(final.name + ".lock")):
+        with exclusive_lock(final.with_name(final.name + ".lock")):
             found = self._find(spec)  # another process may have stored it, or set it aside, meanwhile
             if isinstance(found, DamagedRun):
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -383,37 +381,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` and delete the file before letting go of it.
-
-    Own code, not filelock: filelock keeps Unix lock files on purpose, since deleting one lets a
-    process waiting on the old inode and a newcomer on a new one both hold "the" lock
-    (tox-dev/filelock#574). Here every locker checks after locking that ``path`` still names its
-    inode and starts over otherwise, so the holder may delete it.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another process to finish the run locked by %s", path)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                current = False
-            if current:
-                try:
-                    yield
-                finally:
-                    path.unlink(missing_ok=True)
-                return
-        finally:
-            os.close(fd)
 
 
 def _canonical_json(obj: Any) -> str:
