@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from attnlib._io import exclusive_lock
 from attnlib.provenance import package_fingerprint
 from attnlib.training import runstore
 from attnlib.training.runstore import RunSpec, RunStore, stale_code, study_code
@@ -340,7 +341,7 @@ def test_lock_is_exclusive_and_removed_after_use(tmp_path):
 
     def worker():
         for _ in range(40):
-            with runstore._exclusive(lock):
+            with exclusive_lock(lock):
                 inside.append(1)
                 overlaps.extend(inside[1:])
                 time.sleep(0.0005)
