@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,17 +25,21 @@ log = logging.getLogger(__name__)
 #: mediastinum, aortic_knob) that Eq. 12 scores it against: cardiomegaly -> heart (mediastinum),
 #: pneumonia -> lungs (left or right). Normal (0) is not scored.
 CAM_ORGANS: dict[int, tuple[int, ...]] = {1: (2,), 2: (0, 1)}
+#: Eq. 12's hit rule (:func:`cam_in_mask`): the paper's peak cell, or the public code's 3 x 3 neighbourhood of it.
+CamRule = Literal["peak", "neighbourhood"]
 
 
 def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Sequence[str]) -> dict[str, Any]:
     """Metrics of class probabilities ``probs`` (n x k, rows sum to 1) against integer ``labels`` (n).
 
-    Returns ``n``, ``accuracy`` (of the arg-max prediction), ``top5_accuracy`` (more than 5 classes only), ``auc``, ``precision/<name>`` and
-    ``recall/<name>`` per class (0 where undefined) and ``confusion`` (k x k list of lists, rows =
-    true class, columns = predicted). AUC: binary -> ROC AUC of the positive column; multi-class ->
-    the Hand & Till (2001) mean over class pairs, ``roc_auc_score(multi_class="ovo",
-    average="macro")``. When a class is absent from ``labels`` the AUC is undefined: NaN, with a warning.
-    All values are plain Python numbers (JSON-ready).
+    Returns ``n``, ``accuracy`` (of the arg-max prediction), ``top5_accuracy`` (more than 5 classes only), ``auc``,
+    ``auc_ovr``, ``precision/<name>`` and ``recall/<name>`` per class (0 where undefined) and ``confusion`` (k x k
+    list of lists, rows = true class, columns = predicted). ``auc``: binary -> ROC AUC of the positive column;
+    multi-class -> the Hand & Till (2001) one-vs-one macro mean over class pairs, ``roc_auc_score(multi_class="ovo",
+    average="macro")``, the papers' AUC. ``auc_ovr``: the one-vs-rest macro mean, ``roc_auc_score(multi_class="ovr",
+    average="macro")``, which GG-CAM's public code logs beside it; equal to ``auc`` for two classes. When a class
+    is absent from ``labels`` both AUCs are undefined: NaN, with a warning. All values are plain Python numbers
+    (JSON-ready).
     """
     y = np.asarray(labels)
     p = np.asarray(probs, dtype=np.float64)
@@ -52,7 +56,7 @@ def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Seq
     result: dict[str, Any] = {
         "n": len(y),
         "accuracy": float(np.mean(pred == y)) if len(y) else float("nan"),
-        "auc": _auc(y, p, label_names),
+        **_aucs(y, p, label_names),
     }
     if k > 5:
         result["top5_accuracy"] = (
@@ -65,22 +69,26 @@ def classification_metrics(labels: ArrayLike, probs: ArrayLike, label_names: Seq
     return result
 
 
-def _auc(y: np.ndarray, p: np.ndarray, label_names: Sequence[str]) -> float:
-    """Binary ROC AUC or Hand & Till multi-class AUC; NaN (logged) when a class has no sample."""
+def _aucs(y: np.ndarray, p: np.ndarray, label_names: Sequence[str]) -> dict[str, float]:
+    """``auc`` (binary ROC AUC or Hand & Till one-vs-one) and ``auc_ovr`` (one-vs-rest), both macro; NaN (logged)
+    when a class has no sample."""
     absent = [name for c, name in enumerate(label_names) if not np.any(y == c)]
     if absent:
         log.warning(
             "AUC is undefined: no sample of class(es) %s among %d labels; reporting NaN", absent, len(y)
         )
-        return float("nan")
+        return {"auc": float("nan"), "auc_ovr": float("nan")}
     if len(label_names) == 2:
-        return float(roc_auc_score(y, p[:, 1]))
-    return float(
-        roc_auc_score(y, p, multi_class="ovo", average="macro", labels=list(range(len(label_names))))
-    )
+        auc = float(roc_auc_score(y, p[:, 1]))
+        return {"auc": auc, "auc_ovr": auc}
+    classes = list(range(len(label_names)))
+    return {
+        key: float(roc_auc_score(y, p, multi_class=scheme, average="macro", labels=classes))
+        for key, scheme in (("auc", "ovo"), ("auc_ovr", "ovr"))
+    }
 
 
-def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
+def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor, rule: CamRule = "peak") -> Tensor:
     """Eq. 12, CAM localisation: 1 when argmax_ij of the true class's map lies inside its organ, else 0.
 
     ``omega`` (B x C x h x w) are the class activation maps, ``labels`` (B) the true classes of
@@ -90,9 +98,16 @@ def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
     scored (NaN). Scaling the organ mask to omega's grid (after the union, at image resolution): each
     grid cell gets the fraction of it that the mask covers (area average, ``adaptive_avg_pool2d``; its
     windows may overlap by one pixel when H or W is not a multiple of h or w), and the cell counts as
-    inside when that fraction is >= 0.5. Ties of the maximum go to the first cell in row-major order.
+    inside when that fraction is >= 0.5. Ties of the maximum go to the first cell in row-major order (the
+    first argmax, as ``torch.argmax`` and ``numpy.argmax`` of the flattened map).
+
+    ``rule="peak"`` (the paper's Eq. 12): the peak cell itself must be inside. ``rule="neighbourhood"`` (the
+    authors' public code, ``index_expand`` with n = 1): a hit when any cell of the 3 x 3 neighbourhood of the
+    peak, cut off at the grid's edges, is inside; the organ is scaled the same way for both rules.
     Returns a float tensor (B) of 1, 0 or NaN on omega's device.
     """
+    if rule not in ("peak", "neighbourhood"):
+        raise ValueError(f"rule must be 'peak' or 'neighbourhood', got {rule!r}")
     if omega.dim() != 4 or masks.dim() != 4 or labels.shape != (omega.shape[0],):
         raise ValueError(
             f"expected omega B x C x h x w, labels B and masks B x 4 x H x W; got {tuple(omega.shape)}, "
@@ -112,7 +127,10 @@ def cam_in_mask(omega: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
     for label, channels in CAM_ORGANS.items():
         chosen = labels == label
         organ[chosen, 0] = masks[chosen][:, list(channels)].amax(dim=1)  # union at image resolution
-    inside = F.adaptive_avg_pool2d(organ, (h, w))[:, 0] >= 0.5
+    inside = (F.adaptive_avg_pool2d(organ, (h, w)) >= 0.5).float()
+    if rule == "neighbourhood":  # padding of max_pool2d never wins: edges see only the cells that exist
+        inside = F.max_pool2d(inside, kernel_size=3, stride=1, padding=1)
+    inside = inside[:, 0] > 0
     peak = omega[torch.arange(b, device=omega.device), labels].flatten(1).argmax(dim=1)
     hit = inside.flatten(1).gather(1, peak[:, None])[:, 0].float()
     return torch.where(labels == 0, torch.full_like(hit, float("nan")), hit)

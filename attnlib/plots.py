@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -93,14 +94,32 @@ def grouped_bars(table: pd.DataFrame, *, ylabel: str, title: str) -> Figure:
 def metric_by_arm(frame: pd.DataFrame, metric: str, *, arms: Sequence[str], title: str) -> Figure:
     """Box plot plus the individual seeds of ``metric`` for each arm (one column of ``frame`` per run)."""
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 1, 3.2))
+    _arm_boxes(ax, frame, metric, arms, title)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_by_arm(frame: pd.DataFrame, metrics: Mapping[str, str], *, arms: Sequence[str], title: str) -> Figure:
+    """:func:`metric_by_arm` for several metrics side by side: one panel per column of ``metrics`` (column -> panel
+    title), sharing the arms' axis."""
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=((1.3 * len(arms) + 0.8) * len(metrics), 3.6), squeeze=False
+    )
+    for ax, (metric, panel) in zip(axes[0], metrics.items(), strict=True):
+        _arm_boxes(ax, frame, metric, arms, textwrap.fill(panel, 40))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _arm_boxes(ax: Axes, frame: pd.DataFrame, metric: str, arms: Sequence[str], title: str) -> None:
+    """On ``ax``: a box of ``metric`` per arm with its seeds as dots."""
     values = [frame.loc[frame["arm"] == arm, metric].dropna().to_numpy() for arm in arms]
     ax.boxplot(values, widths=0.5, showfliers=False)
     for k, vals in enumerate(values, start=1):
         ax.scatter(np.full(len(vals), k) + np.linspace(-0.08, 0.08, len(vals)), vals, s=14, zorder=3)
     ax.set_xticks(range(1, len(arms) + 1), [a.replace(" (", "\n(") for a in arms], fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def curriculum_curves(history: pd.DataFrame, *, title: str) -> Figure:

@@ -21,7 +21,9 @@ from attnlib.models.cam import (
 )
 from attnlib.models.registry import create_model, weight_path
 
-SUPPORTED = ["efficientnet_b0", "efficientnet_v2_s", "resnet152", "resnet18", "resnet34", "resnet50"]
+SUPPORTED = [
+    "efficientnet_b0", "efficientnet_v2_s", "resnet152", "resnet18", "resnet34", "resnet50", "resnet50_ggcam_public",
+]
 
 
 def _standard(name: str, in_chans: int = 3) -> nn.Module:

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import COLS, IDS, ROWS
 
 from attnlib.data.cache import ArrayCache
@@ -20,6 +21,17 @@ from attnlib.data.egd_cxr import (
     read_master_sheet,
 )
 from attnlib.data.gaze import gaze_heatmap
+from attnlib.metrics import cam_in_mask
+
+#: The public code's recipe scaled to the 40 x 32 fixture: B = 10 (kernel 11, sigma 2, +-5 px), the DICOM
+#: padded to 48 x 40 (4 px before it) and read every 8 px: rows -1 4 12 20 28 36, columns -1 4 12 20 28.
+PUBLIC = {
+    "blur_std_px": 10.0,
+    "blur_units": "opencv_kernel",
+    "resample": "public_corner",
+    "corner_pad": (48, 40),
+    "corner_stride": 8,
+}
 
 
 def test_master_sheet_labels(layout):
@@ -135,3 +147,66 @@ def test_fingerprint_tells_synthetic_variants_apart(tmp_path):
     assert a.metadata["dicom_id"].tolist() == b.metadata["dicom_id"].tolist()  # same ids and labels...
     assert a.fingerprint != b.fingerprint  # ...but other pixels: never the same run-store identity
     assert a.fingerprint == EGDCXR(EGDCXRPaths.from_root(plain), cache=None).fingerprint
+
+
+def test_default_settings_are_the_papers():
+    settings = EGDCXRSettings()
+    assert (settings.blur_units, settings.resample) == ("std", "area")
+
+
+def test_public_recipe_item(layout, tmp_path):
+    ds = EGDCXR(layout, settings=EGDCXRSettings(**PUBLIC), cache=ArrayCache(tmp_path / "c"))
+    i = ds.metadata.index[ds.metadata["dicom_id"] == IDS[0]][0]
+    item = ds[i]
+    assert item["img"].shape == (1, ROWS // 2, COLS // 2) and item["hmap"].shape == (1, 6, 5)
+    # fixation (8, 30), weight 0.9: row 28 (2 px off) x columns 4 and 12 (4 px off each);
+    # fixation (20, 10), weight 0.1: row 12 (2 px off) x column 20 (on it): 0.1 k(2) k(0) / (0.9 k(2) k(4)) = e^2 / 9
+    want = np.zeros((6, 5), np.float32)
+    want[4, 1] = want[4, 2] = 1.0
+    want[2, 3] = np.exp(2.0) / 9  # 0.821006
+    np.testing.assert_allclose(item["hmap"][0].numpy(), want, atol=1e-6)
+    # the mediastinum covers DICOM rows 0-19 and every column: sampled rows 4 and 12, columns 4 to 28
+    assert item["masks"].shape == (4, 6, 5)
+    mediastinum = np.zeros((6, 5), np.float32)
+    mediastinum[1:3, 1:] = 1
+    np.testing.assert_array_equal(item["masks"][2].numpy(), mediastinum)
+    assert item["masks"][[0, 1, 3]].eq(0).all()
+    # Eq. 12 takes masks on omega's grid as they are: a cardiomegaly peak at (1, 2) is inside the heart
+    omega = torch.zeros(1, 3, 6, 5)
+    omega[0, 1, 1, 2] = 1.0
+    assert cam_in_mask(omega, torch.tensor([1]), item["masks"][None]).item() == 1.0
+
+
+def test_public_pad_from_the_grid(layout):
+    explicit = EGDCXR(layout, settings=EGDCXRSettings(**PUBLIC, masks=False), cache=None)
+    derived = explicit.with_settings(corner_pad=None, hmap_size=(6, 5))  # pad = 6 x 5 cells of 8 px
+    np.testing.assert_array_equal(explicit[0]["hmap"].numpy(), derived[0]["hmap"].numpy())
+    with pytest.raises(ValueError, match="gives a 6x5 grid, not the requested 5x5"):
+        explicit.with_settings(hmap_size=(5, 5))[0]
+
+
+def test_mask_resampling_enters_the_cache_key(layout, tmp_path):
+    cache = ArrayCache(tmp_path / "cache")
+    area = EGDCXR(layout, settings=EGDCXRSettings(masks=False), cache=cache)
+    public = area.with_settings(resample="public_corner", corner_pad=(48, 40), corner_stride=8)
+    nearest = area.masks(0, (6, 5))  # the top half: rows 0-2
+    sampled = public.masks(0, (6, 5))  # rows 4 and 12 of the DICOM: grid rows 1-2
+    assert (cache.hits, cache.misses) == (0, 8)
+    assert nearest[2, :, 0].tolist() == [1, 1, 1, 0, 0, 0] and sampled[2, :, 0].tolist() == [0] * 6
+    assert sampled[2, :, 1].tolist() == [0, 1, 1, 0, 0, 0]
+    np.testing.assert_array_equal(public.masks(0, (6, 5)), sampled)
+    assert (cache.hits, cache.misses) == (4, 8)
+    assert area.fingerprint != public.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"blur_units": "sigma"}, "blur_units must be one of"),
+        ({"resample": "nearest"}, "resample must be one of"),
+        ({"corner_stride": 0}, "must be positive"),
+    ],
+)
+def test_bad_recipe_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EGDCXRSettings(**kwargs)

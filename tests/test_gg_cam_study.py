@@ -1,4 +1,5 @@
-"""GG-CAM's study pipeline: arms, Table 1 as used, curriculum, ANOVA table, verdict, cue following."""
+"""GG-CAM's study pipeline: arms, Table 1 as used, curriculum, ANOVA table (AUCs, Eq. 12 per class and rule),
+verdict, cue following."""
 
 from __future__ import annotations
 
@@ -35,7 +36,61 @@ def test_table1_in_the_paper_profile():
 
 def test_unknown_network_is_named():
     with pytest.raises(ValueError, match="unknown GG-CAM network 'vgg'"):
-        gg_cam.Arm.parse("vgg", {"resnet": "resnet18", "effnet": "efficientnet_b0"})
+        gg_cam.Arm.parse("vgg", gg_cam.study_settings("smoke"))
+
+
+PUBLIC = "resnet+gg-cam (public code)"
+
+
+def test_public_code_arm_runs_the_public_recipe_and_the_table_says_so():
+    table = gg_cam.hyperparameters(list(gg_cam.ARMS), "paper")
+    public = table.loc[PUBLIC]
+    assert public[["backbone", "pretrained", "lr", "plateau patience", "reload best on lr drop"]].tolist() == [
+        "resnet50_ggcam_public", False, 5e-3, 40, True,  # Table 1 says 7e-3 and 30
+    ]
+    assert public[["epochs", "max hours", "early stop", "batch", "precision (CUDA)"]].tolist() == [
+        1024, 23.5, 83, 4, "fp32",
+    ]
+    assert public[["gaze blur_units", "gaze resample", "gaze source", "gaze weight"]].tolist() == [
+        "opencv_kernel", "public_corner", "eye_gaze", "count",
+    ]
+    assert "neighbourhood" in public["Eq. 12 rule"]
+    paper = table.loc["resnet+gg-cam"]  # the paper's arms keep Table 1 and the paper's gaze maps, from scratch
+    assert paper[["lr", "plateau patience", "reload best on lr drop", "pretrained"]].tolist() == [7e-3, 30, False, False]
+    assert paper[["gaze blur_units", "gaze resample", "gaze source", "gaze weight", "precision (CUDA)"]].tolist() == [
+        "std", "area", "fixations", "duration", "bf16 autocast",
+    ]
+
+
+def test_public_recipe_must_name_every_setting(monkeypatch):
+    profile = gg_cam.load_profile("smoke")
+    recipe = {k: v for k, v in profile["gg_cam"]["public_code"].items() if k != "resample"}
+    monkeypatch.setattr(
+        gg_cam, "load_profile", lambda name: {**profile, "gg_cam": {**profile["gg_cam"], "public_code": recipe}}
+    )
+    with pytest.raises(ValueError, match=r"gg_cam.public_code must set exactly .*missing \['resample'\]"):
+        gg_cam.study_settings("smoke")
+
+
+@pytest.mark.slow
+def test_public_arm_trains_on_the_public_gaze_maps_and_is_scored_on_the_paper_masks(tmp_path):
+    settings = gg_cam.study_settings("smoke")
+    arm = gg_cam.Arm.parse(PUBLIC, settings)
+    model = gg_cam.build_method(arm, settings, 3).model
+    root = gg_cam.scenario_root("smoke", "default")
+    paper = gg_cam.load_splits("smoke", "default", root, model, settings)
+    public = gg_cam.load_splits("smoke", "default", root, model, settings, gg_cam.gaze_recipe(arm, settings))
+    train = public["train"].settings
+    assert (train.blur_units, train.resample, train.gaze_source, train.gaze_weight) == (
+        "opencv_kernel", "public_corner", "eye_gaze", "count",
+    )
+    # one CNN cell in DICOM pixels: 32 image pixels at the profile's scale
+    assert train.corner_pad is None and train.corner_stride == round(32 / settings["scale"])
+    first = public["train"][0]["hmap"]
+    assert first.shape == paper["train"][0]["hmap"].shape
+    assert not np.allclose(first.numpy(), paper["train"][0]["hmap"].numpy())
+    assert (first[0, 0, :] == 0).all() and (first[0, :, 0] == 0).all()  # corner samples of the padding
+    assert public["test"].settings == paper["test"].settings  # Eq. 12 on the same masks for every arm
 
 
 def test_curriculum_cross_epoch():
@@ -92,3 +147,82 @@ def test_curriculum_summary_sentences():
     text = gg_cam.curriculum_summary(table)
     assert text == ("resnet+gg-cam (default): the gaze term dominated 4-8 of 8 epochs; "
                     "the terms crossed in 1 of 3 runs (epochs [5]).")
+
+
+def _per_class_frame() -> pd.DataFrame:
+    """resnet vs resnet+gg-cam (public code), 4 seeds, every report metric at the best checkpoint (last = best)."""
+    values = {
+        "resnet": {"auc": [0.70, 0.72, 0.71, 0.69], "auc_ovr": [0.71, 0.73, 0.72, 0.70],
+                   "interpretability/cardiomegaly": [0.2, 0.3, 0.25, 0.2],
+                   "interpretability/pneumonia": [0.5, 0.6, 0.55, 0.5],
+                   "interpretability_public/cardiomegaly": [1.0, 1.0, 1.0, 1.0]},
+        "resnet+gg-cam (public code)": {"auc": [0.71, 0.70, 0.72, 0.70], "auc_ovr": [0.72, 0.71, 0.73, 0.71],
+                                        "interpretability/cardiomegaly": [0.8, 0.9, 0.85, 0.9],
+                                        "interpretability/pneumonia": [0.2, 0.3, 0.25, 0.3],
+                                        "interpretability_public/cardiomegaly": [1.0, 1.0, 1.0, 1.0]},
+    }
+    rows = []
+    for arm, metrics in values.items():
+        for seed in range(4):
+            row = {"scenario": "default", "arm": arm, "seed": seed}
+            for metric, vals in metrics.items():
+                row[f"metrics.best.{metric}"] = row[f"metrics.last.{metric}"] = vals[seed]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_anova_per_class_with_titles_matches_scipy():
+    frame = _per_class_frame()
+    assert gg_cam.report_metrics(frame) == [
+        "auc", "auc_ovr", "interpretability/cardiomegaly", "interpretability/pneumonia",
+        "interpretability_public/cardiomegaly",
+    ]
+    table = gg_cam.anova_table(frame)
+    assert set(table["metric"]) == set(gg_cam.report_metrics(frame)) and len(table) == 5 * 2
+    best = table[table["checkpoint"] == "best"].set_index("metric")
+    for metric in ("interpretability/cardiomegaly", "interpretability/pneumonia", "auc_ovr"):
+        column = frame[f"metrics.best.{metric}"]
+        expected = f_oneway(column[:4], column[4:])
+        assert best.loc[metric, "F"] == pytest.approx(expected.statistic)
+        assert best.loc[metric, "p"] == pytest.approx(expected.pvalue)
+    assert best.loc["interpretability/cardiomegaly", ["median standard", "median gaze"]].tolist() == [0.225, 0.875]
+    assert best.loc["auc", "title"] == "AUC (one-vs-one, macro; the paper's)"
+    assert best.loc["auc_ovr", "title"] == "AUC (one-vs-rest, macro; the public code's log)"
+    assert "3 x 3 neighbourhood" in best.loc["interpretability_public/cardiomegaly", "title"]
+    # every run scored 1.0 under the public code's rule: no variance, no test (OLS would give round-off)
+    assert np.isnan(best.loc["interpretability_public/cardiomegaly", ["F", "p"]].astype(float)).all()
+    assert gg_cam.anova_table(frame, metrics=["auc"])["metric"].unique().tolist() == ["auc"]
+
+
+def test_verdict_per_class_one_line_per_metric():
+    table = gg_cam.anova_table(_per_class_frame())
+    metrics = ("auc", "interpretability/cardiomegaly", "interpretability/pneumonia",
+               "interpretability_public/cardiomegaly")
+    lines = gg_cam.verdict(table, metrics=metrics).split("\n")
+    assert len(lines) == 4
+    assert lines[0].startswith("resnet vs resnet+gg-cam (public code): gaze supervision did not significantly "
+                               "improve the test AUC (one-vs-one, macro; the paper's): median 0.705 -> 0.705")
+    assert "improved the test interpretability, cardiomegaly -> heart (Eq. 12, peak cell; the paper's rule): " \
+           "median 0.225 -> 0.875" in lines[1]
+    assert "significantly lowered the test interpretability, pneumonia -> lungs" in lines[2]
+    assert lines[3] == ("resnet vs resnet+gg-cam (public code): every run of both networks scored 1.000 "
+                        "(interpretability, cardiomegaly -> heart (3 x 3 neighbourhood of the peak; the public code's "
+                        "rule)), no test.")
+    smoke = gg_cam.verdict(table, profile="smoke", metrics=metrics)
+    assert smoke.count(SMOKE_CAVEAT) == 1 and smoke.endswith("\n".join(lines))
+    with pytest.raises(ValueError, match=r"no metric\(s\) \['interpretability'\]"):
+        gg_cam.verdict(table, metrics=("interpretability",))
+
+
+def test_verdict_without_a_pair():
+    table = gg_cam.anova_table(_per_class_frame().query("arm == 'resnet'"))
+    assert table.empty and "p" in table.columns
+    assert gg_cam.verdict(table) == "No standard/GG-CAM pair was run in this scenario."
+
+
+def test_metric_summary_titles_and_values():
+    table = gg_cam.metric_summary(_per_class_frame())
+    assert list(table.columns) == [gg_cam.REPORT_METRICS[m] for m in gg_cam.report_metrics(_per_class_frame())]
+    row = table.loc["default | resnet"]
+    # median of 0.2, 0.3, 0.25, 0.2 is 0.225; sample std sqrt(((-0.0375)^2 * 2 + 0.0625^2 + 0.0125^2) / 3) = 0.048
+    assert row["interpretability, cardiomegaly -> heart (Eq. 12, peak cell; the paper's rule)"] == "0.225 ± 0.048"

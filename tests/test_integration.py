@@ -53,7 +53,7 @@ def test_run_seeds_trains_once_and_stores_both_checkpoints(data_root, tmp_path, 
     assert cache.misses == len(splits["train"]) + len(splits["val"]) + len(splits["test"])
     assert cache.hits > 0
     metrics = runs[0].metrics
-    assert {"best", "last", "best_epoch", "last_epoch"} <= metrics.keys()
+    assert {"best", "last", "best_epoch", "last_epoch"} <= metrics.keys() and metrics["stop_reason"] == "epochs"
     assert set(runs[0].predictions) == {"best", "last"}
     assert len(runs[0].predictions["best"]) == len(splits["test"])
     # only the weights a report reads are kept (the figures use the best-validation ones)

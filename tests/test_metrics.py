@@ -1,4 +1,5 @@
-"""classification_metrics against hand values and an independent Hand & Till AUC; Eq. 12 on hand-made maps."""
+"""classification_metrics against hand values, independent Hand & Till and one-vs-rest AUCs and scikit-learn;
+Eq. 12 (the paper's peak rule and the public code's neighbourhood rule) on hand-made maps."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from attnlib.data.egd_cxr import LABEL_NAMES, MASK_FILES
 from attnlib.metrics import CAM_ORGANS, cam_in_mask, classification_metrics
@@ -85,11 +87,54 @@ def test_multiclass_auc_is_hand_and_till(k):
     assert m["auc"] == pytest.approx(_hand_till(labels, probs), abs=1e-12)
 
 
+def _one_vs_rest(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest AUC counted pair by pair: per class c, P(score_c of a class-c sample > score_c of a
+    sample of another class), ties 1/2; the mean over classes."""
+    per_class = []
+    for c in range(probs.shape[1]):
+        pos, neg = probs[labels == c, c], probs[labels != c, c]
+        wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        per_class.append(wins / (len(pos) * len(neg)))
+    return sum(per_class) / len(per_class)
+
+
+def test_one_vs_rest_auc_hand_computed():
+    labels = np.array([0, 0, 0, 1, 2])
+    probs = np.array([[0.6, 0.3, 0.1], [0.3, 0.4, 0.3], [0.2, 0.2, 0.6], [0.3, 0.5, 0.2], [0.4, 0.1, 0.5]])
+    m = classification_metrics(labels, probs, ["a", "b", "c"])
+    # one-vs-rest: a: positives 0.6, 0.3, 0.2 vs 0.3, 0.4 -> (2 + 0.5 + 0) / 6; b: 0.5 beats all 4 -> 1;
+    # c: 0.5 vs 0.1, 0.3, 0.6, 0.2 -> 3 / 4; macro mean 13 / 18
+    assert m["auc_ovr"] == pytest.approx((5 / 12 + 1 + 3 / 4) / 3)
+    # one-vs-one: (a,b) (1.5/3 + 1) / 2, (a,c) (1/3 + 2/3) / 2, (b,c) 1 -> mean 0.75: the two differ
+    assert m["auc"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_both_aucs_match_sklearn(k):
+    rng = np.random.default_rng(10 + k)
+    labels = rng.integers(0, k, size=60)
+    labels[:k] = np.arange(k)  # every class present
+    logits = rng.normal(size=(len(labels), k)) + 0.8 * np.eye(k)[labels]
+    probs = np.round(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 2)  # creates ties
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = classification_metrics(labels, probs, [f"c{c}" for c in range(k)])
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovo", average="macro"), abs=1e-12)
+    assert m["auc_ovr"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-12)
+    assert m["auc_ovr"] == pytest.approx(_one_vs_rest(labels, probs), abs=1e-12)
+    assert m["auc_ovr"] != pytest.approx(m["auc"], abs=1e-6)  # unbalanced classes: different quantities
+
+
+def test_one_vs_rest_equals_the_binary_auc_for_two_classes():
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    m = classification_metrics([0, 0, 1, 1], np.stack([1 - p1, p1], axis=1), ["neg", "pos"])
+    assert m["auc_ovr"] == m["auc"] == pytest.approx(0.75)
+
+
 def test_absent_class_gives_nan_auc_with_warning(caplog):
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
     with caplog.at_level(logging.WARNING, logger="attnlib.metrics"):
         m = classification_metrics([0, 1, 0], probs, ["a", "b", "c"])
-    assert math.isnan(m["auc"])
+    assert math.isnan(m["auc"]) and math.isnan(m["auc_ovr"])
     assert "c" in caplog.text and "NaN" in caplog.text
     assert m["accuracy"] == pytest.approx(1.0)
     assert m["precision/c"] == 0.0 and m["recall/c"] == 0.0  # zero_division=0
@@ -186,3 +231,73 @@ def test_cam_in_mask_errors():
         cam_in_mask(omega, labels[:1], masks)
     with pytest.raises(ValueError, match=r"got \[3\]"):
         cam_in_mask(omega, torch.tensor([1, 3]), masks)
+
+
+def _public_code_reference(omega: np.ndarray, inside: np.ndarray) -> bool:
+    """The public code's rule, as its ``interpretate``/``index_expand(idx, mask, 1)`` loop: numpy's first argmax,
+    then a hit when any cell of the 3 x 3 neighbourhood that lies on the grid is inside."""
+    a, b = np.unravel_index(np.argmax(omega, axis=None), omega.shape)
+    cells = [(i, j) for i in range(a - 1, a + 2) for j in range(b - 1, b + 2)
+             if 0 <= i < omega.shape[0] and 0 <= j < omega.shape[1]]
+    return any(inside[c] for c in cells)
+
+
+def test_cam_in_mask_neighbourhood_rule_next_to_the_organ():
+    # 4 x 4 grid on 8 x 8 masks: the heart is cell (1, 1) only
+    omega, labels, masks = _cam_case(4, 4, 8, [1, 1, 1, 1])
+    masks[:, MEDIASTINUM, 2:4, 2:4] = 1
+    omega[0, 1, 1, 1] = 1.0  # peak in the heart: hit under both rules
+    omega[1, 1, 1, 2] = 1.0  # peak beside the heart: peak rule miss, neighbourhood hit
+    omega[2, 1, 2, 2] = 1.0  # diagonal neighbour: neighbourhood hit
+    omega[3, 1, 3, 3] = 1.0  # two cells away: miss under both
+    assert cam_in_mask(omega, labels, masks).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert cam_in_mask(omega, labels, masks, rule="neighbourhood").tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_cam_in_mask_neighbourhood_rule_at_the_grid_edges():
+    # 3 x 5 grid on 6 x 10 masks: grid cell (i, j) is pixels [2i:2i+2, 2j:2j+2]
+    omega, labels, masks = _cam_case(3, 5, 10, [1, 1, 1, 2])
+    masks = masks[:, :, :6]
+    masks[0, MEDIASTINUM, 2:4, 2:4] = 1  # cell (1, 1); peak in the corner (0, 0): diagonal neighbour -> hit
+    omega[0, 1, 0, 0] = 1.0
+    masks[1, MEDIASTINUM, 0:2, 8:10] = 1  # cell (0, 4), the end of row 0; peak at (1, 0), the start of row 1:
+    omega[1, 1, 1, 0] = 1.0  # neighbours in the flattened order, not on the grid -> miss (no wrap-around)
+    masks[2, MEDIASTINUM, 4:6, 0:2] = 1  # cell (2, 0); peak in the opposite corner (0, 4) -> miss
+    omega[2, 1, 0, 4] = 1.0
+    masks[3, LEFT, 2:4, 6:8] = 1  # cell (1, 3); peak in the corner (2, 4) -> hit
+    omega[3, 2, 2, 4] = 1.0
+    assert cam_in_mask(omega, labels, masks, rule="neighbourhood").tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert cam_in_mask(omega, labels, masks).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_cam_in_mask_ties_go_to_the_first_argmax_under_both_rules():
+    # equal maxima at (0, 3) and (3, 0) of a 4 x 4 grid: the first in row-major order, (0, 3), is the peak
+    omega, labels, masks = _cam_case(4, 4, 8, [1, 1])
+    omega[:, 1, 0, 3] = omega[:, 1, 3, 0] = 2.0
+    masks[0, MEDIASTINUM, 4:8, 0:4] = 1  # cells (2..3, 0..1): around the second maximum only
+    masks[1, MEDIASTINUM, 0:4, 4:8] = 1  # cells (0..1, 2..3): around the first
+    for rule in ("peak", "neighbourhood"):
+        assert cam_in_mask(omega, labels, masks, rule=rule).tolist() == [0.0, 1.0]
+    flat = omega[0, 1].flatten()
+    assert int(flat.argmax()) == int(np.argmax(flat.numpy())) == 3
+
+
+def test_cam_in_mask_neighbourhood_rule_matches_the_public_code_loop():
+    rng = np.random.default_rng(0)
+    b, h, w = 64, 5, 7
+    labels = rng.integers(1, 3, size=b)
+    omega = rng.normal(size=(b, 3, h, w)).round(1)  # rounding makes ties of the maximum
+    cells = rng.random((b, h, w)) < 0.15
+    masks = np.zeros((b, 4, 2 * h, 2 * w), dtype=np.float32)
+    for i in range(b):  # each inside cell fills its 2 x 2 pixels of the organ's (first) mask
+        masks[i, CAM_ORGANS[labels[i]][0]] = np.kron(cells[i], np.ones((2, 2)))
+    result = cam_in_mask(torch.as_tensor(omega), torch.as_tensor(labels), torch.as_tensor(masks), rule="neighbourhood")
+    expected = [float(_public_code_reference(omega[i, labels[i]], cells[i])) for i in range(b)]
+    assert result.tolist() == expected
+    assert 0 < sum(expected) < b
+
+
+def test_cam_in_mask_unknown_rule():
+    omega, labels, masks = _cam_case(2, 2, 2, [1])
+    with pytest.raises(ValueError, match="rule must be 'peak' or 'neighbourhood', got 'any'"):
+        cam_in_mask(omega, labels, masks, rule="any")

@@ -90,7 +90,7 @@ def test_fit_history_and_learning(tmp_path):
     assert np.allclose(h.epoch_seconds, h.data_seconds + h.compute_seconds)
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
     assert h.val_accuracy.iloc[-1] >= 0.9
-    assert fit.last_epoch == 6 and not fit.stopped_early
+    assert fit.last_epoch == 6 and not fit.stopped_early and fit.stop_reason == "epochs"
     assert fit.best_epoch == int(h.epoch[h.val_loss.idxmin()])
 
 
@@ -157,7 +157,8 @@ def test_early_stopping(tmp_path):
     data = loaders()
     cfg = config(epochs=10, early_stop_patience=2)
     fit = Trainer(cfg, device="cpu").fit(FlatValidation(tiny_net()), data["train"], data["val"], tmp_path, 0)
-    assert fit.stopped_early and fit.last_epoch == 3 and fit.best_epoch == 1
+    assert fit.stopped_early and fit.stop_reason == "early_stop"
+    assert fit.last_epoch == 3 and fit.best_epoch == 1
     assert len(fit.history) == 3
 
 
@@ -311,6 +312,127 @@ def test_config_validation():
         TrainConfig(epochs=1, batch_size=1, optimizer="rmsprop")
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(epochs=0, batch_size=1)
+    for schedule in ({"plateau_patience": None}, {"lr_milestones": (2,)}):
+        with pytest.raises(ValueError, match="reload_best_on_lr_drop needs the plateau schedule"):
+            TrainConfig(epochs=1, batch_size=1, reload_best_on_lr_drop=True, **schedule)
+    with pytest.raises(ValueError, match="max_hours"):
+        TrainConfig(epochs=1, batch_size=1, max_hours=0)
+
+
+#: validation loss by epoch: epoch 2 is the best, then it rises
+RISING = (2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+
+
+class ScriptedValidation(Classifier):
+    """The validation loss of epoch e is ``losses[e - 1]``."""
+
+    def __init__(self, model: nn.Module, losses: tuple[float, ...] = RISING) -> None:
+        super().__init__(model)
+        self.losses = losses
+        self.epoch = 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def step(self, batch) -> StepOutput:
+        out = super().step(batch)
+        if not self.training:
+            out.losses["loss"] = torch.tensor(self.losses[self.epoch - 1])
+        return out
+
+
+def _reloading_fit(workdir, epochs: int, losses: tuple[float, ...] = RISING, **train_kwargs):
+    """Adam at lr 0.01 halved after two epochs without a lower validation loss, reloading the best epoch.
+
+    With ``RISING`` the LR drops after epochs 4 and 6, each time back to epoch 2's state.
+    """
+    cfg = config(epochs=epochs, plateau_patience=1, plateau_factor=0.5, reload_best_on_lr_drop=True)
+    data = loaders(**train_kwargs)
+    torch.manual_seed(0)
+    method = ScriptedValidation(tiny_net(dropout=0.3), losses)
+    return Trainer(cfg, device="cpu").fit(method, data["train"], data["val"], workdir, 0)
+
+
+def test_lr_drop_reloads_the_best_weights_and_optimizer_state(tmp_path):
+    best = _reloading_fit(tmp_path / "best", epochs=2)  # ends with the best epoch's state
+    dropped = _reloading_fit(tmp_path / "dropped", epochs=6)  # the second reload must find it unchanged
+    assert dropped.history.reloaded_from.tolist() == [0, 0, 0, 2, 0, 2] and dropped.best_epoch == 2
+    assert all(torch.equal(dropped.last_state[k], v) for k, v in best.last_state.items())
+    want, got = (torch.load(tmp_path / run / CHECKPOINT, weights_only=True) for run in ("best", "dropped"))
+    assert got["optimizer"]["state"].keys() == want["optimizer"]["state"].keys() != set()
+    for index, state in want["optimizer"]["state"].items():
+        assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
+        assert state["step"].item() == 2 * 6  # 6 batches per epoch
+        assert all(torch.equal(got["optimizer"]["state"][index][k], v) for k, v in state.items())
+    assert [g["lr"] for g in want["optimizer"]["param_groups"]] == [0.01]
+    assert [g["lr"] for g in got["optimizer"]["param_groups"]] == [0.0025]  # the lowered LR, not epoch 2's
+    assert got["scheduler"]["num_bad_epochs"] == 0 and got["scheduler"]["best"] == 1.0
+    plain = Trainer(config(epochs=6, plateau_patience=1, plateau_factor=0.5), device="cpu")
+    torch.manual_seed(0)
+    method, data = ScriptedValidation(tiny_net(dropout=0.3)), loaders()
+    without = plain.fit(method, data["train"], data["val"], tmp_path / "plain", 0)
+    assert "reloaded_from" not in without.history.columns
+    assert not all(torch.equal(without.last_state[k], v) for k, v in best.last_state.items())
+
+
+def test_lr_drop_also_restores_the_plateau_count_of_the_best_epoch(tmp_path):
+    # epoch 3 is the best, but by less than the plateau's 1e-4 relative threshold: the scheduler counts it
+    # as bad, and every reload brings that count back, so the LR drops again one epoch later
+    fit = _reloading_fit(tmp_path, epochs=6, losses=(2.0, 1.0, 1.0 - 1e-6, 3.0, 4.0, 5.0))
+    assert fit.best_epoch == 3 and fit.history.reloaded_from.tolist() == [0, 0, 0, 3, 3, 3]
+    assert fit.history.lr.tolist() == pytest.approx([0.01] * 4 + [0.005, 0.0025])
+
+
+def test_resume_after_an_lr_drop_reload_equals_uninterrupted_run(tmp_path):
+    full = _reloading_fit(tmp_path / "full", epochs=7)
+    assert full.history.reloaded_from.tolist() == [0, 0, 0, 2, 0, 2, 0]
+    assert full.history.lr.tolist() == pytest.approx([0.01] * 4 + [0.005] * 2 + [0.0025])
+    # 24 reads per epoch: crash in epoch 6, after the first reload, before the second
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _reloading_fit(tmp_path / "resumed", epochs=7, fail_after=24 * 5 + 10)
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["progress"]["epoch"] == 5
+    random.random(), np.random.rand(), torch.rand(1)  # a new process would not share these states either
+    resumed = _reloading_fit(tmp_path / "resumed", epochs=7)
+    pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), full.history.drop(columns=TIMING))
+    for name in ("last_state", "best_state"):
+        got, want = getattr(resumed, name), getattr(full, name)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+class FakeClock:
+    """Seconds that pass only when ``HourlyClassifier`` starts an epoch."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class HourlyClassifier(Classifier):
+    """Every epoch takes 0.4 hours on ``clock``."""
+
+    def __init__(self, model: nn.Module, clock: FakeClock) -> None:
+        super().__init__(model)
+        self.clock = clock
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.clock.now += 0.4 * 3600
+
+
+def test_max_hours_stops_after_the_epoch_that_spends_them_summed_over_sessions(tmp_path):
+    clock = FakeClock()
+    trainer = Trainer(config(epochs=10, max_hours=1.0), device="cpu", clock=clock)
+    data = loaders()
+    fit = trainer.fit(HourlyClassifier(tiny_net(), clock), data["train"], data["val"], tmp_path / "a", 0)
+    assert fit.stop_reason == "max_hours" and not fit.stopped_early
+    assert fit.last_epoch == 3 and len(fit.history) == 3  # 0.8 hours after epoch 2, 1.2 after epoch 3
+    data = loaders(fail_after=24 * 2 + 5)  # crashes in epoch 3: 0.8 hours in the checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.fit(HourlyClassifier(tiny_net(), clock), data["train"], data["val"], tmp_path / "b", 0)
+    data = loaders()
+    resumed = trainer.fit(HourlyClassifier(tiny_net(), clock), data["train"], data["val"], tmp_path / "b", 0)
+    assert resumed.stop_reason == "max_hours" and resumed.last_epoch == 3
 
 
 def test_make_loaders_shuffles_train_only_and_reproducibly():
@@ -421,10 +543,14 @@ def test_cam_localisation_evaluator_by_hand():
     method.train()
     loader = DataLoader(MaskedBlobs(12, 3, num_classes=3), batch_size=5)
     result = cam_localisation_evaluator(method, loader, torch.device("cpu"))
+    # the public code's rule: every 3 x 3 neighbourhood of a 2 x 2 grid is the whole grid, which holds both organs
     assert result == {
         "interpretability": 5 / 8,
         "interpretability/cardiomegaly": 2 / 4,
         "interpretability/pneumonia": 3 / 4,
+        "interpretability_public": 1.0,
+        "interpretability_public/cardiomegaly": 1.0,
+        "interpretability_public/pneumonia": 1.0,
     }
     assert method.modes == [(False, False)] * 3  # eval mode, no gradients, every batch
     normal_only = DataLoader(Subset(MaskedBlobs(12, 3, num_classes=3), [0, 3]), batch_size=2)

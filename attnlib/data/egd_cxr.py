@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,15 @@ from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
 from attnlib.data.dicom import dicom_metadata, read_dicom_cached
-from attnlib.data.gaze import gaze_heatmap
+from attnlib.data.gaze import (
+    PUBLIC_PAD,
+    PUBLIC_STRIDE,
+    BlurUnits,
+    Resample,
+    corner_pad_shape,
+    corner_sample,
+    gaze_heatmap,
+)
 from attnlib.data.splits import SPLIT_NAMES, balanced_split, load_split
 
 log = logging.getLogger(__name__)
@@ -276,13 +285,28 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return mask.astype(np.float32)
 
 
+def _corner_mask(path: Path, size: tuple[int, int], pad: tuple[int, int], stride: int) -> np.ndarray:
+    """A full-size mask read at the public code's corner samples (``size`` = the grid)."""
+    return corner_sample(read_mask(path), size, pad, stride)
+
+
 @dataclass(frozen=True)
 class EGDCXRSettings:
     """How images, gaze maps and masks are prepared; part of the cache key and the data fingerprint.
 
     ``scale`` halves each side by default (the paper); ``image_size`` = (H, W) overrides it.
     ``blur_std_px`` is B of Algorithm 1 in original-image pixels (None: 550 px at 3056 px high,
-    scaled to the image). ``hmap_size`` defaults to the image size.
+    scaled to the image). ``hmap_size`` defaults to the image size (the corner grid for
+    ``resample="public_corner"``).
+
+    The public code's recipe differs from the paper's (the defaults) in two settings, see
+    :func:`~attnlib.data.gaze.gaze_heatmap`: ``blur_units="opencv_kernel"`` makes B + 1 OpenCV's kernel
+    size (sigma = 0.15 B + 0.5, kernel cut at +-B/2, mirrored border) instead of the std;
+    ``resample="public_corner"`` pads the blurred map and each organ mask (at the DICOM's size)
+    centrally with zeros to ``corner_pad`` (None: ``hmap_size * corner_stride``) and reads every
+    ``corner_stride`` px from pixel 0, the top-left corner of each CNN cell, instead of averaging each
+    cell (maps) or resizing to the image (masks, which Eq. 12 then averages per cell). Views for
+    display at the image size (``heatmap(i, img.shape)``, ``masks(i, img.shape)``) need ``"area"``.
     """
 
     scale: float | None = 0.5
@@ -292,12 +316,24 @@ class EGDCXRSettings:
     blur_std_px: float | None = None
     hmap_size: tuple[int, int] | None = None
     masks: bool = True
+    blur_units: BlurUnits = "std"
+    resample: Resample = "area"
+    corner_pad: tuple[int, int] | None = PUBLIC_PAD
+    corner_stride: int = PUBLIC_STRIDE
 
     def __post_init__(self) -> None:
         if self.gaze_source not in GAZE_FILES:
             raise ValueError(f"gaze_source must be one of {sorted(GAZE_FILES)}, got {self.gaze_source!r}")
         if self.gaze_weight not in ("count", "duration"):
             raise ValueError(f"gaze_weight must be 'count' or 'duration', got {self.gaze_weight!r}")
+        if self.blur_units not in get_args(BlurUnits):
+            raise ValueError(f"blur_units must be one of {get_args(BlurUnits)}, got {self.blur_units!r}")
+        if self.resample not in get_args(Resample):
+            raise ValueError(f"resample must be one of {get_args(Resample)}, got {self.resample!r}")
+        if self.corner_stride < 1 or (self.corner_pad is not None and min(self.corner_pad) < 1):
+            raise ValueError(
+                f"corner_stride and corner_pad must be positive, got {self.corner_stride} and {self.corner_pad}"
+            )
 
     def image_params(self) -> dict[str, object]:
         return {"scale": self.scale, "size": list(self.image_size) if self.image_size else None}
@@ -311,7 +347,8 @@ class EGDCXR(Dataset):
     is None, from a label-balanced 70/10/20 split with ``split_seed`` (GG-CAM's protocol); a
     ``split.csv`` beside the dataset (the synthetic generator writes one) is used when present.
     Items: ``idx, id, img`` (1 x H x W in [0, 1]), ``lab``, ``hmap`` (1 x h x w in [0, 1]) and,
-    with ``settings.masks``, ``masks`` (4 x H x W, in :data:`MASK_FILES` order).
+    with ``settings.masks``, ``masks`` (4 x H x W, in :data:`MASK_FILES` order; 4 x h x w, on the heat
+    map's grid, for ``settings.resample="public_corner"``).
     """
 
     paths: EGDCXRPaths
@@ -394,7 +431,8 @@ class EGDCXR(Dataset):
         return self._gaze[self.metadata.at[i, "dicom_id"]]
 
     def heatmap(self, i: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        """Algorithm 1 heat map of image ``i`` (default size: ``settings.hmap_size``, else the original).
+        """Algorithm 1 heat map of image ``i`` (default size: ``settings.hmap_size``, else the original, or
+        the corner grid for ``settings.resample="public_corner"``, which ``out_shape`` must then match).
 
         Points beyond the image border are dropped (logged at debug level); when most points fall
         outside the image (coordinates in another unit, or for another image) it raises
@@ -417,32 +455,47 @@ class EGDCXR(Dataset):
             weights=pts["duration"].to_numpy() if self.settings.gaze_weight == "duration" else None,
             blur_std_px=self.settings.blur_std_px,
             out_shape=out_shape or self.settings.hmap_size,
+            blur_units=self.settings.blur_units,
+            resample=self.settings.resample,
+            corner_pad=self.settings.corner_pad,
+            corner_stride=self.settings.corner_stride,
         )
 
     def masks(self, i: int, size: tuple[int, int]) -> np.ndarray:
-        """The four organ masks (4 x H x W, {0, 1}) resized to ``size``."""
+        """The four organ masks (4 x H x W, {0, 1}) at ``size``: resized (nearest) for ``settings.resample``
+        ``"area"``; for ``"public_corner"`` read at the corner samples of the full-size mask
+        (:func:`~attnlib.data.gaze.corner_sample`; ``size`` must be that grid)."""
         dicom_id = self.metadata.at[i, "dicom_id"]
+        settings = self.settings
+        params: dict[str, object] = {"mask": list(size)}
+        if settings.resample == "area":
+            load = functools.partial(read_mask, size=size)
+        else:
+            pad = corner_pad_shape(size, settings.corner_pad, settings.corner_stride)
+            params.update(resample=settings.resample, pad=list(pad), stride=settings.corner_stride)
+            load = functools.partial(_corner_mask, size=size, pad=pad, stride=settings.corner_stride)
         out = []
         for name in MASK_FILES:
             path = self.paths.mask(dicom_id, name)
             if self.cache is None:
-                out.append(read_mask(path, size))
+                out.append(load(path))
             else:
-                params = {"mask": list(size)}
-                out.append(self.cache.get_or_compute(path, params, lambda p=path: read_mask(p, size)))
+                out.append(self.cache.get_or_compute(path, params, lambda p=path: load(p)))
         return np.stack(out)
 
     def __getitem__(self, i: int) -> dict[str, object]:
         img = self.image(i)
+        area = self.settings.resample == "area"
+        hmap = self.heatmap(i, self.settings.hmap_size or (img.shape if area else None))
         item: dict[str, object] = {
             "idx": i,
             "id": self.metadata.at[i, "dicom_id"],
             "img": torch.from_numpy(img)[None],
             "lab": int(self.labels[i]),
-            "hmap": torch.from_numpy(self.heatmap(i, self.settings.hmap_size or img.shape))[None],
+            "hmap": torch.from_numpy(hmap)[None],
         }
         if self.settings.masks:
-            item["masks"] = torch.from_numpy(self.masks(i, img.shape))
+            item["masks"] = torch.from_numpy(self.masks(i, img.shape if area else hmap.shape))
         return item
 
     @cached_property

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision.models as tvm
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
 from attnlib.models import local_attention
@@ -25,6 +25,8 @@ from attnlib.models import local_attention
 log = logging.getLogger(__name__)
 
 Pretrained = Literal["auto"] | bool
+#: How ``in_chans=1`` adapts the stem: sum its RGB kernels, or copy the grey image into its channels.
+GreyInput = Literal["sum", "replicate"]
 #: ``build(weights=...)``: the network with its original (ImageNet) head, ``weights`` loaded when not None.
 Builder = Callable[..., nn.Module]
 
@@ -39,6 +41,7 @@ class BackboneSpec:
     stem: str
     head: str
     feature_layer: str
+    grey_input: GreyInput = "sum"
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -47,19 +50,26 @@ _WARNED_MISSING: set[Path] = set()
 
 
 def register_backbone(
-    name: str, *, weights: WeightsEnum | None, stem: str, head: str, feature_layer: str
+    name: str,
+    *,
+    weights: WeightsEnum | None,
+    stem: str,
+    head: str,
+    feature_layer: str,
+    grey_input: GreyInput = "sum",
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``build(weights=...) -> nn.Module`` as backbone ``name``.
 
-    ``stem`` is the first convolution (replaced for ``in_chans=1``), ``head`` the final
-    ``nn.Linear`` (replaced for ``num_classes``), ``feature_layer`` the last feature block (where
-    a CAM layer attaches), all as dotted paths for ``nn.Module.get_submodule``.
+    ``stem`` is the first convolution (adapted for ``in_chans=1`` as ``grey_input`` says, see
+    ``create_model``), ``head`` the final ``nn.Linear`` (replaced for ``num_classes``),
+    ``feature_layer`` the last feature block (where a CAM layer attaches), all as dotted paths for
+    ``nn.Module.get_submodule``.
     """
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneSpec(name, build, weights, stem, head, feature_layer)
+        _REGISTRY[name] = BackboneSpec(name, build, weights, stem, head, feature_layer, grey_input)
         return build
 
     return decorator
@@ -101,7 +111,9 @@ def create_model(
     ``True`` requires the file (``FileNotFoundError`` naming it); ``False`` always starts from
     random weights.
     ``in_chans=1`` replaces the first convolution by one whose kernel is the sum of the RGB
-    kernels (the standard grey-scale adaptation of pretrained weights). The model carries
+    kernels (the standard grey-scale adaptation of pretrained weights), or, for backbones registered
+    with ``grey_input="replicate"``, by a ``ReplicatedGreyConv2d`` that copies the grey image into
+    the three input channels. The model carries
     ``attnlib_backbone``, ``attnlib_feature_layer`` and ``attnlib_weights`` (``"imagenet:<path>"``
     or ``"random"``).
     """
@@ -113,7 +125,9 @@ def create_model(
     path = _pretrained_file(spec, pretrained)
     model = spec.build(weights=spec.weights if path is not None else None)
     if in_chans == 1:
-        _set_submodule(model, spec.stem, _grey_conv(model.get_submodule(spec.stem)))
+        stem = model.get_submodule(spec.stem)
+        grey = _grey_conv(stem) if spec.grey_input == "sum" else ReplicatedGreyConv2d(stem)
+        _set_submodule(model, spec.stem, grey)
     head = model.get_submodule(spec.head)
     _set_submodule(model, spec.head, nn.Linear(head.in_features, num_classes))
     model.attnlib_backbone = name
@@ -174,6 +188,44 @@ def _grey_conv(conv: nn.Module) -> nn.Conv2d:
         if conv.bias is not None:
             grey.bias.copy_(conv.bias)
     return grey
+
+
+class ReplicatedGreyConv2d(nn.Conv2d):
+    """A k-channel convolution that takes one grey channel and copies it into its k input channels.
+
+    The same function as ``_grey_conv``'s one-channel kernel (the sum of the k kernels), but the k
+    kernels stay separate parameters: k times as many, initialised and updated one by one (under
+    Adam their sum moves about k times as far per step). ``in_channels`` is 1, what the layer takes;
+    ``replicas`` is k. Its state dict is the k-channel convolution's.
+    """
+
+    def __init__(self, conv: nn.Module) -> None:
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"expected a Conv2d stem, got {conv!r}")
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        self.load_state_dict(conv.state_dict())
+        self.replicas = conv.in_channels
+        self.in_channels = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != 1:
+            raise ValueError(f"expected one grey channel, got input of shape {tuple(x.shape)}")
+        return super().forward(x.expand(-1, self.replicas, -1, -1))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, replicas={self.replicas}"
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -241,6 +293,45 @@ def _vgg_att3(*, weights: WeightsEnum | None) -> nn.Module:
     ``feature_layer`` is block6, whose pooled output gives the global feature g.
     """
     return local_attention.VGGAtt3(num_classes=1000)
+
+
+@register_backbone(
+    "resnet50_ggcam_public",
+    weights=None,
+    stem="conv1",
+    head="fc",
+    feature_layer="layer4",
+    grey_input="replicate",
+)
+def _resnet50_ggcam_public(*, weights: WeightsEnum | None) -> nn.Module:
+    """The public GG-CAM code's ResNet-50 (its ``my_resnet.py``), trained from scratch (no weights).
+
+    torchvision's ResNet-50 but: no max-pool (``maxpool`` is an identity); the first bottleneck of
+    every stage, layer1 included, strides 2 in its first 1x1 convolution and its shortcut (torchvision:
+    layer1 does not stride, layers 2-4 stride in the 3x3 convolution), so the features keep stride 32;
+    every convolution has a bias; PyTorch's default initialisation (the code's, not torchvision's
+    Kaiming-normal). A grey image is copied into the three input channels (``ReplicatedGreyConv2d``).
+    """
+    model = tvm.resnet50(weights=None)
+    model.maxpool = nn.Identity()
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        first = layer[0]
+        first.conv1.stride = first.downsample[0].stride = (2, 2)
+        first.conv2.stride = (1, 1)
+        first.stride = 2
+    for name, conv in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]:
+        biased = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+        )
+        _set_submodule(model, name, biased)
+    return model
 
 
 #: pytorchcv's ResAttNet (no pretrained weights); ``features.post_activ`` (BN + ReLU) is what gets pooled.

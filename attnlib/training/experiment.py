@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from attnlib.metrics import cam_in_mask, classification_metrics
+from attnlib.metrics import CamRule, cam_in_mask, classification_metrics
 from attnlib.seeding import seed_everything, torch_generator, worker_init_fn
 from attnlib.training.methods import Method
 from attnlib.training.runstore import RunResult, RunSpec, RunStore
@@ -60,8 +60,8 @@ def train_and_evaluate(
 
     Returns what ``RunStore.run`` stores: ``history``, ``metrics`` (``best``/``last`` as from
     ``classification_metrics``, plus the values of every evaluator run on the test loader with those
-    weights, plus ``best_epoch``, ``last_epoch``, ``stopped_early``), ``predictions`` (``best``/``last``
-    frames of ``Trainer.predict``) and ``states`` (the ``best`` weights only: the figures read them, nothing
+    weights, plus ``best_epoch``, ``last_epoch``, ``stopped_early``, ``stop_reason``), ``predictions``
+    (``best``/``last`` frames of ``Trainer.predict``) and ``states`` (the ``best`` weights only: the figures read them, nothing
     reads the last ones, which cost as much disk again). An evaluator's key that is already a metric is an
     error. The method ends with its last-epoch weights.
     """
@@ -80,7 +80,12 @@ def train_and_evaluate(
             if clash:
                 raise ValueError(f"evaluator {evaluator_name!r} returns {clash}, which are already metrics")
             metrics[name].update({k: float(v) for k, v in values.items()})
-    metrics.update(best_epoch=fit.best_epoch, last_epoch=fit.last_epoch, stopped_early=fit.stopped_early)
+    metrics.update(
+        best_epoch=fit.best_epoch,
+        last_epoch=fit.last_epoch,
+        stopped_early=fit.stopped_early,
+        stop_reason=fit.stop_reason,
+    )
     return {"history": fit.history, "metrics": metrics, "predictions": predictions, "states": {"best": states["best"]}}
 
 
@@ -149,18 +154,25 @@ def run_seeds(
     return results
 
 
+#: Eq. 12's key prefix per ``cam_in_mask`` rule: the paper's peak cell, the public code's 3 x 3 neighbourhood.
+CAM_RULE_KEYS: dict[CamRule, str] = {"peak": "interpretability", "neighbourhood": "interpretability_public"}
+
+
 @torch.no_grad()
 def cam_localisation_evaluator(method: Method, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Eq. 12 over a loader: the share of scored images whose CAM peak lies inside the organ.
 
     Runs ``method`` in eval mode on ``device`` (full precision, no autocast) and scores
-    ``method.step(batch).outputs["omega"]`` against ``batch["masks"]`` with ``cam_in_mask``. Returns
-    ``interpretability`` (mean over all scored images, i.e. cardiomegaly and pneumonia) and
-    ``interpretability/cardiomegaly``, ``interpretability/pneumonia``; NaN where no image was scored.
+    ``method.step(batch).outputs["omega"]`` against ``batch["masks"]`` with ``cam_in_mask``, once per rule of
+    :data:`CAM_RULE_KEYS`. Returns per rule ``<prefix>`` (mean over all scored images, i.e. cardiomegaly and
+    pneumonia) and ``<prefix>/cardiomegaly``, ``<prefix>/pneumonia`` (the paper reports per class): the paper's
+    rule under ``interpretability``, the public code's under ``interpretability_public``; NaN where no image
+    was scored.
     """
     method.to(device)
     method.eval()
-    scores, labels = [], []
+    scores: dict[str, list[Tensor]] = {rule: [] for rule in CAM_RULE_KEYS}
+    labels = []
     for batch in loader:
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         out = method.step(batch)
@@ -169,13 +181,16 @@ def cam_localisation_evaluator(method: Method, loader: DataLoader, device: torch
                 f"CAM localisation needs outputs['omega'] from {type(method).__name__}.step() and "
                 "batch['masks'] from the dataset (EGDCXRSettings(masks=True))"
             )
-        scores.append(cam_in_mask(out.outputs["omega"], batch["lab"], batch["masks"]).cpu())
+        for rule, rule_scores in scores.items():
+            rule_scores.append(cam_in_mask(out.outputs["omega"], batch["lab"], batch["masks"], rule=rule).cpu())
         labels.append(batch["lab"].cpu())
-    score = torch.cat([torch.zeros(0), *scores])
     label = torch.cat([torch.zeros(0, dtype=torch.long), *labels])
-    result = {"interpretability": _mean(score[label != 0])}
-    for name, cls in (("cardiomegaly", 1), ("pneumonia", 2)):
-        result[f"interpretability/{name}"] = _mean(score[label == cls])
+    result: dict[str, float] = {}
+    for rule, prefix in CAM_RULE_KEYS.items():
+        score = torch.cat([torch.zeros(0), *scores[rule]])
+        result[prefix] = _mean(score[label != 0])
+        for name, cls in (("cardiomegaly", 1), ("pneumonia", 2)):
+            result[f"{prefix}/{name}"] = _mean(score[label == cls])
     return result
 
 

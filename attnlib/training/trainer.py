@@ -3,7 +3,8 @@
 After every epoch the whole state (weights, optimizer, scheduler, history, best weights, RNG
 states of python/numpy/torch/CUDA and of the training loader's generator) is written atomically
 to ``<workdir>/checkpoint.pt``; ``fit`` on a workdir holding one continues after its last epoch,
-and with deterministic training reaches exactly the weights an uninterrupted run reaches.
+and with deterministic training reaches exactly the weights an uninterrupted run reaches (a run
+stopped by ``max_hours`` excepted: where it stops depends on the machine).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +37,10 @@ from attnlib.training.methods import Method, StepOutput
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 OptimizerName = Literal["adam", "adamax", "sgd", "sgd_momentum", "sgd_nesterov"]
+#: Why a fit ended: all ``epochs`` done, ``early_stop_patience`` reached, or ``max_hours`` spent.
+StopReason = Literal["epochs", "early_stop", "max_hours"]
 StateDict = dict[str, Tensor]
 
 
@@ -50,6 +53,14 @@ class TrainConfig:
     ``milestone_factor`` after each listed epoch (step schedule of ABN and GALA). With
     ``plateau_patience=None`` and no milestones the LR stays constant (global attention's Adam).
     ``early_stop_patience``: stop after that many epochs without a lower validation loss.
+    ``reload_best_on_lr_drop`` (the public GG-CAM code's recipe; plateau schedule only): whenever the
+    plateau schedule lowers the LR, the method's weights, the optimizer state (e.g. Adam's moments and
+    step counts) and the scheduler state (its bad-epoch count) go back to those of the best-validation
+    epoch, and training goes on at the lowered LR, which overwrites the LR stored in the restored
+    optimizer state (as the public code does). History column ``reloaded_from``: the epoch restored
+    after that epoch, 0 for none.
+    ``max_hours``: stop after the epoch during which the training time, summed over resumed
+    sessions, reached that many hours (the public GG-CAM code: 23.5).
     ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only.
     """
 
@@ -64,6 +75,8 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = ()
     milestone_factor: float = 0.1
     early_stop_patience: int | None = None
+    reload_best_on_lr_drop: bool = False
+    max_hours: float | None = None
     amp: bool = True
     channels_last: bool = True
     deterministic: bool = True
@@ -75,11 +88,18 @@ class TrainConfig:
         if self.optimizer not in OptimizerName.__args__:
             raise ValueError(f"optimizer must be one of {OptimizerName.__args__}, got {self.optimizer!r}")
         self.lr_milestones = tuple(self.lr_milestones)
+        if self.reload_best_on_lr_drop and (self.plateau_patience is None or self.lr_milestones):
+            raise ValueError("reload_best_on_lr_drop needs the plateau schedule (no lr_milestones)")
+        if self.max_hours is not None and not self.max_hours > 0:
+            raise ValueError(f"max_hours must be positive or None, got {self.max_hours}")
 
 
 @dataclass
 class FitResult:
-    """Outcome of ``Trainer.fit``; states are CPU copies of the method's ``state_dict``."""
+    """Outcome of ``Trainer.fit``; states are CPU copies of the method's ``state_dict``.
+
+    ``stopped_early``: ended by early stopping (``stop_reason == "early_stop"``).
+    """
 
     history: pd.DataFrame
     best_epoch: int
@@ -87,35 +107,49 @@ class FitResult:
     best_state: StateDict
     last_state: StateDict
     stopped_early: bool
+    stop_reason: StopReason
 
 
 @dataclass
 class _Progress:
-    """The resumable bookkeeping of a fit (everything but modules, optimizer and RNGs)."""
+    """The resumable bookkeeping of a fit (everything but modules, optimizer and RNGs).
+
+    ``best_optimizer`` and ``best_scheduler`` (CPU copies of their state dicts at the best epoch) are
+    kept only for ``reload_best_on_lr_drop``; ``hours`` is the training time so far.
+    """
 
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: StateDict | None = None
+    best_optimizer: dict[str, Any] | None = None
+    best_scheduler: dict[str, Any] | None = None
     best_epoch: int = 0
     best_loss: float = math.inf
     bad_epochs: int = 0
-    stopped_early: bool = False
+    hours: float = 0.0
+    stop_reason: StopReason | None = None
 
 
 class Trainer:
     """Trains any ``Method``: ``fit`` then ``predict``; never branches on the method."""
 
     def __init__(
-        self, config: TrainConfig, device: str | torch.device | None = None, checkpoint_every: int | None = 1
+        self,
+        config: TrainConfig,
+        device: str | torch.device | None = None,
+        checkpoint_every: int | None = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``checkpoint_every``: write the resumable checkpoint after every that many epochs and after
-        the last; None never writes one (short fits whose restart costs less than the writes)."""
+        the last; None never writes one (short fits whose restart costs less than the writes).
+        ``clock``: seconds, for ``max_hours``."""
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive number of epochs or None, got {checkpoint_every}")
         self.config = config
         self.device = default_device(device)
         self._cuda = self.device.type == "cuda"
         self.checkpoint_every = checkpoint_every
+        self.clock = clock
 
     def fit(
         self,
@@ -161,16 +195,28 @@ class Trainer:
         progress = _Progress()
         if checkpoint.is_file():
             progress = self._resume(checkpoint, seed, method, optimizer, scheduler, train_loader)
+        started, hours_before = self.clock(), progress.hours
         with tqdm(total=cfg.epochs, initial=progress.epoch, unit="epoch", disable=not cfg.progress) as bar:
-            while progress.epoch < cfg.epochs and not progress.stopped_early:
+            while progress.epoch < cfg.epochs and progress.stop_reason is None:
                 row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader, eval_loaders)
+                lrs = _lrs(optimizer)
                 if isinstance(scheduler, ReduceLROnPlateau):
                     scheduler.step(row["val_loss"])
                 elif scheduler is not None:
                     scheduler.step()
-                self._track(progress, row, method)
+                self._track(progress, row, method, optimizer, scheduler)
+                if cfg.reload_best_on_lr_drop:
+                    dropped = _lrs(optimizer) != lrs
+                    reloaded = self._reload_best(progress, method, optimizer, scheduler) if dropped else 0
+                    row["reloaded_from"] = reloaded
+                progress.history.append(row)
+                progress.hours = hours_before + (self.clock() - started) / 3600
+                out_of_time = cfg.max_hours is not None and progress.hours >= cfg.max_hours
+                if progress.stop_reason is None and out_of_time:
+                    progress.stop_reason = "max_hours"
+                    log.info("stop after epoch %d: %.2f hours of training", progress.epoch, progress.hours)
                 every = self.checkpoint_every
-                done = progress.epoch == cfg.epochs or progress.stopped_early
+                done = progress.epoch == cfg.epochs or progress.stop_reason is not None
                 if every is not None and (progress.epoch % every == 0 or done):
                     self._save(checkpoint, seed, method, optimizer, scheduler, train_loader, progress)
                 shown = {"loss": "train_loss", "val_loss": "val_loss", "val_acc": "val_accuracy"}
@@ -308,28 +354,57 @@ class Trainer:
             return None
         return ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
-    def _track(self, progress: _Progress, row: dict[str, float], method: Method) -> None:
-        """Record the epoch: history, best weights, early-stopping counter."""
+    def _track(
+        self,
+        progress: _Progress,
+        row: dict[str, float],
+        method: Method,
+        optimizer: Optimizer,
+        scheduler: LRScheduler | ReduceLROnPlateau | None,
+    ) -> None:
+        """Record the epoch (after the scheduler's step): best states, early-stopping counter."""
         progress.epoch = int(row["epoch"])
-        progress.history.append(row)
         if "val_loss" not in row:  # no validation set: the last weights stand for the best (``_result``)
             return
         if row["val_loss"] < progress.best_loss:
             progress.best_loss = row["val_loss"]
             progress.best_epoch = progress.epoch
             progress.best_state = _cpu_state(method)
+            if self.config.reload_best_on_lr_drop:
+                progress.best_optimizer = _cpu_copy(optimizer.state_dict())
+                progress.best_scheduler = _cpu_copy(scheduler.state_dict())
             progress.bad_epochs = 0
         else:
             progress.bad_epochs += 1
         patience = self.config.early_stop_patience
         if patience is not None and progress.bad_epochs >= patience:
-            progress.stopped_early = True
+            progress.stop_reason = "early_stop"
             log.info(
                 "early stop after epoch %d: no lower validation loss for %d epochs (best epoch %d)",
                 progress.epoch,
                 patience,
                 progress.best_epoch,
             )
+
+    @staticmethod
+    def _reload_best(
+        progress: _Progress, method: Method, optimizer: Optimizer, scheduler: LRScheduler | ReduceLROnPlateau
+    ) -> int:
+        """Restore the best epoch's weights, optimizer and scheduler states at the current (lowered) LRs.
+
+        Returns the restored epoch, 0 when no epoch had a finite validation loss yet (nothing restored).
+        """
+        if progress.best_state is None:
+            return 0
+        lrs = _lrs(optimizer)
+        method.load_state_dict(progress.best_state)
+        # copies: load_state_dict keeps some tensors (Adam's CPU step counts) and lists as they are
+        optimizer.load_state_dict(_cpu_copy(progress.best_optimizer))
+        scheduler.load_state_dict(_cpu_copy(progress.best_scheduler))
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        log.info("epoch %d: LR lowered to %g, epoch %d restored", progress.epoch, lrs[0], progress.best_epoch)
+        return progress.best_epoch
 
     def _identity(self, seed: int) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the seed and every setting but ``progress``."""
@@ -431,6 +506,21 @@ def _cpu_state(method: Method) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in method.state_dict().items()}
 
 
+def _cpu_copy(value: Any) -> Any:
+    """A copy of a nested state (dicts, lists, tuples) with every tensor detached and copied to the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+def _lrs(optimizer: Optimizer) -> list[float]:
+    return [group["lr"] for group in optimizer.param_groups]
+
+
 def _result(progress: _Progress, method: Method) -> FitResult:
     last = _cpu_state(method)
     best_state, best_epoch = progress.best_state, progress.best_epoch
@@ -444,7 +534,8 @@ def _result(progress: _Progress, method: Method) -> FitResult:
         last_epoch=progress.epoch,
         best_state=best_state,
         last_state=last,
-        stopped_early=progress.stopped_early,
+        stopped_early=progress.stop_reason == "early_stop",
+        stop_reason=progress.stop_reason or "epochs",
     )
 
 
