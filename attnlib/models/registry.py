@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -168,21 +168,24 @@ def _pretrained_file(spec: BackboneSpec, pretrained: Pretrained) -> Path | None:
     return None
 
 
+def _geometry(conv: nn.Conv2d) -> dict[str, Any]:
+    """The keyword arguments that rebuild ``conv``'s kernel, strides, padding, groups and bias."""
+    return {
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+
+
 def _grey_conv(conv: nn.Module) -> nn.Conv2d:
     """A one-channel copy of ``conv`` whose kernel is the sum of the RGB kernels."""
     if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3:
         raise TypeError(f"expected a 3-channel Conv2d stem, got {conv!r}")
-    grey = nn.Conv2d(
-        1,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-    )
+    grey = nn.Conv2d(1, conv.out_channels, **_geometry(conv))
     with torch.no_grad():
         grey.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
         if conv.bias is not None:
@@ -205,13 +208,7 @@ class ReplicatedGreyConv2d(nn.Conv2d):
         super().__init__(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
+            **_geometry(conv),
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
