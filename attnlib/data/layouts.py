@@ -15,22 +15,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+from attnlib.data.clickme import is_tfrecord_name
+from attnlib.data.cub import is_hidden
 from attnlib.data.generated import CONFIG_FILE
+from attnlib.data.idrid import GRADING_DIR
+from attnlib.data.idrid_lesions import SEGMENTATION_DIR
 from attnlib.data.jaffe import NAME_PATTERN, image_folder
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["egd-cxr", "idrid", "cub", "jaffe", "clickme", "synthetic"]
 
-_CLICKME_NAME = re.compile(r"(\.npz|\.tfrecords?|-\d{5}-of-\d{5})$")
-
-
 def _is_egd_cxr(root: Path) -> bool:
     return (root / "master_sheet.csv").is_file() or (root / "egd-cxr" / "master_sheet.csv").is_file()
 
 
 def _is_idrid(root: Path) -> bool:
-    parts = any((root / name).is_dir() for name in ("A. Segmentation", "B. Disease Grading"))
+    parts = any((root / name).is_dir() for name in (SEGMENTATION_DIR, GRADING_DIR))
     return parts or ((root / "1. Original Images").is_dir() and (root / "2. Groundtruths").is_dir())
 
 
@@ -43,10 +44,16 @@ def _is_jaffe(root: Path) -> bool:
     return folder.is_dir() and any(re.match(NAME_PATTERN, p.name) for p in folder.iterdir())
 
 
+def _is_clickme_file(name: str) -> bool:
+    return name.endswith(".npz") or is_tfrecord_name(name)
+
+
 def _is_clickme(root: Path) -> bool:
     if root.is_file():
-        return bool(_CLICKME_NAME.search(root.name))
-    return any(_CLICKME_NAME.search(p.name) and not p.name.startswith(".") for p in root.rglob("*"))
+        return _is_clickme_file(root.name)
+    return any(
+        _is_clickme_file(p.name) and not is_hidden(p.relative_to(root).as_posix()) for p in root.rglob("*")
+    )
 
 
 #: Checked in this order: cheap markers first, the recursive ClickMe search last.
