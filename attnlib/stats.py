@@ -35,15 +35,17 @@ def one_way_anova(frame: pd.DataFrame, metric: str, group: str) -> dict[str, Any
     """One-way ANOVA of ``metric`` between the groups of ``group`` (the papers' test, equal variances).
 
     ``statsmodels`` OLS of ``metric ~ C(group)`` and ``anova_lm(typ=2)``. Returns ``F``, ``p``,
-    ``df_between``, ``df_within`` and ``n`` (values per group, in sorted group order).
+    ``df_between``, ``df_within`` and ``n`` (values per group, in sorted group order). When every value
+    is the same, F and p are NaN (as scipy's ``f_oneway`` gives; statsmodels returns rounding noise there).
     """
     data = _groups(frame, metric, group)
     formula = f"Q({metric!r}) ~ C(Q({group!r}))"
     table = anova_lm(smf.ols(formula, data=data).fit(), typ=2)
     effect, residual = table.iloc[0], table.loc["Residual"]
+    constant = data[metric].nunique() <= 1
     return {
-        "F": float(effect["F"]),
-        "p": float(effect["PR(>F)"]),
+        "F": np.nan if constant else float(effect["F"]),
+        "p": np.nan if constant else float(effect["PR(>F)"]),
         "df_between": float(effect["df"]),
         "df_within": float(residual["df"]),
         "n": _counts(data, group),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -198,3 +199,13 @@ def test_abn_and_gala_verdicts_carry_the_smoke_caveat():
     sentence = gala.verdict(frame, profile="smoke")
     assert sentence.startswith(SMOKE_CAVEAT) and "nan" not in sentence
     assert "no test: too few values or no variation" in sentence
+
+
+def test_one_way_anova_of_identical_values_is_nan_like_scipy():
+    frame = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 3, "x": [1.0] * 6})
+    result = one_way_anova(frame, "x", "g")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = scipy_stats.f_oneway([1.0] * 3, [1.0] * 3)
+    assert np.isnan(result["F"]) and np.isnan(result["p"]) and np.isnan(expected.pvalue)
+    assert (result["df_between"], result["df_within"]) == (1.0, 4.0)

@@ -274,7 +274,7 @@ def anova_table(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
     rules). One row per scenario, comparison, metric and checkpoint (``best`` = best validation loss,
     ``last`` = last epoch), with the metric's title, both medians, the number of seeds, F and p. F and p
     are NaN with fewer than 2 seeds per network or when every run of both networks scored the same (no
-    variance to test; OLS would return round-off).
+    variance to test; :func:`~attnlib.stats.one_way_anova`).
     """
     rows = []
     for scenario, part in frame.groupby("scenario", sort=False):
@@ -286,8 +286,7 @@ def anova_table(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
                     counts = pair.dropna(subset=[column]).groupby("arm").size()
                     seeds = int(min(counts.get(standard, 0), counts.get(guided, 0)))
                     # a per-seed pass of the sweep has one run per arm: no test, only the medians
-                    testable = seeds >= 2 and pair[column].nunique() > 1
-                    test = one_way_anova(pair, column, "arm") if testable else {"F": np.nan, "p": np.nan}
+                    test = one_way_anova(pair, column, "arm") if seeds >= 2 else {"F": np.nan, "p": np.nan}
                     medians = pair.groupby("arm")[column].median()
                     rows.append({
                         "scenario": scenario, "comparison": f"{standard} vs {guided}", "metric": metric,
