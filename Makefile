@@ -21,7 +21,7 @@ reproduce: $(STAMP)
 ## test: install, unit tests (incl. the editor's browser test), then every notebook under nbval in the smoke profile
 test: $(STAMP) browser
 	ATTNLIB_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--ignore=tests/notebooks -p no:cacheprovider
+		--ignore=tests/engine/notebooks -p no:cacheprovider
 
 ## browser: Debian's Chromium for the editor's end-to-end test (apt-get needs root; without it the test
 ## is skipped with the reason, and fails under CI)

@@ -26,7 +26,7 @@ class KernelLogFilter(logging.Filter):
     "Kernel is running over TCP without encryption" (every kernel start: the kernel only talks to the
     local process that started it) and "KeyboardInterrupt caught in kernel" (jupyter_client interrupts
     a kernel before it shuts it down; when the interrupt lands while the kernel is still handling the
-    last request, ipykernel logs this). :mod:`attnlib.sweep` installs it in the kernels it starts.
+    last request, ipykernel logs this). :mod:`attnlib.engine.sweep` installs it in the kernels it starts.
     """
 
     NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")

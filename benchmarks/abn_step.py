@@ -4,7 +4,7 @@ Part 1, training steps (same backbone, batch and SGD + momentum, interleaved rou
 so drift hits all arms equally; warm-up excluded): the plain ResNet with cross-entropy; ResNet + ABN with
 ``L_abn``; ABN fine-tuning (feature extractor frozen, ``L_abn + gamma * mean_b ||M'_b - M_b||_2``,
 ``attnlib.losses.abn.fine_tuning_loss``, only the branches' parameters in the optimiser).
-Part 2, RISE deletion + insertion (``attnlib.explanations.deletion_insertion``: all perturbed copies in
+Part 2, RISE deletion + insertion (``attnlib.evaluation.explanations.deletion_insertion``: all perturbed copies in
 batches of --eval-batch) of --eval-images images at --image-size, scored by the ABN with its own map as
 saliency, for each --pixel-steps value: ms per image and the number of forwards.
 
@@ -22,13 +22,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attnlib.benchmarking import Arm, synchronize, time_round_robin
-from attnlib.device import default_device
-from attnlib.explanations import LogitsOnly, abn_maps, deletion_insertion
+from attnlib.engine.step_timing import Arm, synchronize, time_round_robin
+from attnlib.core.device import default_device
+from attnlib.evaluation.explanations import LogitsOnly, abn_maps, deletion_insertion
 from attnlib.losses.abn import fine_tuning_loss
-from attnlib.models.abn import abn_loss, branch_parameters, create_abn, freeze_feature_extractor
+from attnlib.losses.abn import abn_loss
+from attnlib.models.abn import branch_parameters, create_abn, freeze_feature_extractor
 from attnlib.models.registry import create_model
-from attnlib.seeding import seed_everything
+from attnlib.core.seeding import seed_everything
 
 NUM_CLASSES = 10
 PLAIN, ABN, FINETUNE = "ResNet + CE", "ResNet + ABN", "ABN fine-tuning"

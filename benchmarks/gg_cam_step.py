@@ -1,6 +1,6 @@
 """Time training steps: standard head + cross-entropy vs CAM layer + GG-CAM losses (Eq. 9-11).
 
-Same backbone, same batch, same optimiser, timed round-robin in one process by ``attnlib.benchmarking``
+Same backbone, same batch, same optimiser, timed round-robin in one process by ``attnlib.engine.step_timing``
 so both see the same machine state. Prints the median step time of each and their ratio (goal: at most
 1.05).
 
@@ -14,13 +14,13 @@ import statistics
 
 import torch
 
-from attnlib.benchmarking import Arm, time_round_robin
-from attnlib.device import default_device
+from attnlib.engine.step_timing import Arm, time_round_robin
+from attnlib.core.device import default_device
 from attnlib.methods.gg_cam import GGCAM, GGCAMConfig
 from attnlib.models.cam import cam_grid, create_cam_model
 from attnlib.models.registry import create_model
-from attnlib.seeding import seed_everything
-from attnlib.training.methods import Classifier
+from attnlib.core.seeding import seed_everything
+from attnlib.methods.base import Classifier
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from attnlib.data.egd_cxr import EGDCXRPaths
+from attnlib.data.real.egd_cxr import EGDCXRPaths
 
 GAZE_COLUMNS = (
     "SESSION_ID,MEDIA_ID,DICOM_ID,CNT,Time (in secs),TIMETICK(f=10000000),FPOGX,FPOGY,FPOGS,FPOGD,FPOGID,"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlib.progress import tqdm
+from attnlib.core.progress import tqdm
 
 
 class ArrayDataset(Dataset):

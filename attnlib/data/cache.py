@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from attnlib._io import atomic_write_bytes
-from attnlib.paths import cache_dir
+from attnlib.core.io import atomic_write_bytes
+from attnlib.core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""``attnlib data generate | verify | split``: the data sub-commands of the command line."""
+"""``attnlib data generate | verify | split``: what the data sub-commands do (their options are in
+:mod:`attnlib.cli`).
+
+The command line builds its parser from the constants below, so this module imports only the standard
+library at module level; each handler imports what it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-from attnlib.data.clickme import verify_clickme
-from attnlib.data.cub import verify_cub
-from attnlib.data.defaults import synthetic_egd_cxr, synthetic_finegrained, synthetic_structured
-from attnlib.data.egd_cxr import EGDCXRPaths, read_master_sheet
-from attnlib.data.idrid import verify_idrid
-from attnlib.data.idrid_lesions import verify_idrid_lesions
-from attnlib.data.jaffe import verify_jaffe
-from attnlib.data.manifest import MANIFEST_DIR, verify_egd_cxr
-from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
 
 DATASETS = ("egd-cxr",)
 #: Synthetic defaults: EGD-CXR (GG-CAM), the structured-image set (global spatial attention) and the
@@ -27,63 +22,10 @@ CUES = {"egd-cxr": ("marker_presence", "marker_position"), "structured": ("corne
 VERIFIABLE = ("egd-cxr", "idrid", "jaffe", "cub", "idrid-lesions", "clickme")
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``data`` with its sub-commands to the top-level parser."""
-    data = sub.add_parser("data", help="generate, verify and split datasets")
-    cmds = data.add_subparsers(dest="data_command", required=True)
+def generate_command(args: argparse.Namespace) -> int:
+    """``attnlib data generate``: write a synthetic default dataset."""
+    from attnlib.data.synthetic.defaults import synthetic_egd_cxr, synthetic_finegrained, synthetic_structured
 
-    gen = cmds.add_parser("generate", help="write the synthetic default dataset in the real layout")
-    gen.add_argument("dataset", choices=GENERATORS)
-    gen.add_argument(
-        "--profile", default=None, help="smoke | quick | paper (default: $ATTNLIB_PROFILE or quick)"
-    )
-    gen.add_argument("--out", type=Path, default=None, help="parent folder (default: <home>/data/synthetic)")
-    gen.add_argument("--n-images", type=int, default=None)
-    gen.add_argument("--evidence-strength", type=float, default=None)
-    gen.add_argument(
-        "--cue", choices=sorted({c for cues in CUES.values() for c in cues}), default=None,
-        help="egd-cxr: marker_presence | marker_position; structured: corner; finegrained: none (its distractor "
-        "is a generator knob)",
-    )
-    gen.add_argument("--seed", type=int, default=None)
-    gen.set_defaults(handler=_generate)
-
-    ver = cmds.add_parser("verify", help="check a local copy against data_manifests/ and list every problem")
-    ver.add_argument("dataset", choices=VERIFIABLE)
-    ver.add_argument(
-        "--root", type=Path, required=True,
-        help="egd-cxr: the EGD-CXR folder or one with egd-cxr/ and mimic-cxr/; idrid, idrid-lesions: the "
-        "unpacked IDRiD folder; jaffe: the TIFFs' folder or its parent (with jaffe/); cub: the folder with "
-        "images/, lists/ and annotations-mat/; clickme: a folder of .npz or TFRecord files, or one TFRecord "
-        "file",
-    )
-    ver.add_argument(
-        "--mimic-root", type=Path, default=None, help="egd-cxr: MIMIC-CXR root (default: <root>/mimic-cxr)"
-    )
-    ver.add_argument(
-        "--bubbles", type=Path, default=None, help="cub: a bubbles CSV (image,worker,x,y,radius) to check"
-    )
-    ver.add_argument(
-        "--readme", type=Path, default=None,
-        help="jaffe: the README with the ratings (default: a README* in the TIFFs' folder or its parent)",
-    )
-    ver.add_argument(
-        "--deep", action="store_true",
-        help="also decode every image (and compare mask sizes; clickme: read and decode every record)",
-    )
-    ver.set_defaults(handler=_verify)
-
-    spl = cmds.add_parser("split", help="write a label-balanced 70/10/20 split file")
-    spl.add_argument("dataset", choices=DATASETS)
-    spl.add_argument("--root", type=Path, required=True)
-    spl.add_argument("--seed", type=int, default=0)
-    spl.add_argument(
-        "--out", type=Path, default=None, help="default: data_manifests/splits/egd_cxr_seed<seed>.csv"
-    )
-    spl.set_defaults(handler=_split)
-
-
-def _generate(args: argparse.Namespace) -> int:
     if args.cue is not None and args.cue not in CUES[args.dataset]:
         raise SystemExit(f"--cue {args.cue} does not apply to {args.dataset}; choose from {CUES[args.dataset]}")
     knobs = {
@@ -104,7 +46,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def verify_command(args: argparse.Namespace) -> int:
+    """``attnlib data verify``: check a local copy against its manifest; exit 1 when there are errors."""
+    from attnlib.data.real.clickme import verify_clickme
+    from attnlib.data.real.cub import verify_cub
+    from attnlib.data.real.egd_cxr import EGDCXRPaths
+    from attnlib.data.real.idrid import verify_idrid
+    from attnlib.data.real.idrid_lesions import verify_idrid_lesions
+    from attnlib.data.real.jaffe import verify_jaffe
+    from attnlib.data.real.manifest import verify_egd_cxr
+
     if args.bubbles is not None and args.dataset != "cub":
         raise SystemExit(f"--bubbles applies to cub only, not {args.dataset}")
     if args.readme is not None and args.dataset != "jaffe":
@@ -134,7 +85,12 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _split(args: argparse.Namespace) -> int:
+def split_command(args: argparse.Namespace) -> int:
+    """``attnlib data split``: write a label-balanced split file."""
+    from attnlib.data.real.egd_cxr import EGDCXRPaths, read_master_sheet
+    from attnlib.data.real.manifest import MANIFEST_DIR
+    from attnlib.data.splits import GG_CAM_FRACTIONS, balanced_split, save_split
+
     paths = EGDCXRPaths.from_root(args.root)
     sheet = read_master_sheet(paths.master_sheet)
     frame = balanced_split(sheet["dicom_id"].tolist(), sheet["label"].tolist(), args.seed, GG_CAM_FRACTIONS)

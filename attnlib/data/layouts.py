@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from attnlib.data.clickme import is_tfrecord_name
-from attnlib.data.cub import is_hidden
-from attnlib.data.generated import CONFIG_FILE
-from attnlib.data.idrid import GRADING_DIR
-from attnlib.data.idrid_lesions import SEGMENTATION_DIR
-from attnlib.data.jaffe import NAME_PATTERN, image_folder
+from attnlib.data.real.clickme import is_tfrecord_name
+from attnlib.data.real.cub import is_hidden
+from attnlib.data.synthetic.generated import CONFIG_FILE
+from attnlib.data.real.idrid import GRADING_DIR
+from attnlib.data.real.idrid_lesions import SEGMENTATION_DIR
+from attnlib.data.real.jaffe import NAME_PATTERN, image_folder
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from attnlib._io import atomic_write_text
+from attnlib.core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import time
 
 from torch.utils.data import DataLoader, Dataset
 
-from attnlib.progress import tqdm
+from attnlib.core.progress import tqdm
 
 
 def time_epochs(dataset: Dataset, epochs: int = 2, batch_size: int = 16, num_workers: int = 0) -> list[float]:

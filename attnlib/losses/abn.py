@@ -1,11 +1,18 @@
-"""The edited-map fine-tuning loss of Mitsuhara et al. ("Embedding Human Knowledge into Deep Neural
+"""ABN's training loss (Fukui et al.) and the edited-map fine-tuning loss of Mitsuhara et al. ("Embedding Human Knowledge into Deep Neural
 Network via Attention Map", VISAPP 2021), Eqs. 1-3: ``L = L_abn + gamma * ||M' - M||_2``."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
-from attnlib.models.abn import ABNOutput, abn_loss
+from attnlib.models.abn import ABNOutput
+
+
+def abn_loss(out: ABNOutput, labels: Tensor) -> Tensor:
+    """ABN's training loss (Fukui et al., CVPR 2019, Sec. 3): ``L_abn = L_att + L_per``, the
+    cross-entropies of the attention-branch and perception-branch logits against ``labels``."""
+    return F.cross_entropy(out.attention_logits, labels) + F.cross_entropy(out.perception_logits, labels)
 
 
 def map_distance(predicted: Tensor, edited: Tensor) -> Tensor:

@@ -1,10 +1,9 @@
-"""Training methods of the reproduced papers (each an ``attnlib.training.methods.Method``)."""
+"""Training methods of the reproduced papers (each an ``attnlib.methods.base.Method``)."""
 
-from attnlib.methods.gg_cam import TABLE1, CAMClassifier, GGCAM, GGCAMConfig, backbone_family
+from attnlib.methods.gg_cam import CAMClassifier, GGCAM, GGCAMConfig, backbone_family
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
 
 __all__ = [
-    "TABLE1",
     "CAMClassifier",
     "GGCAM",
     "GGCAMConfig",

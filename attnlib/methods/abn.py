@@ -1,7 +1,7 @@
 """Training methods of the ABN paper: ABN itself (``L_abn``) and its fine-tuning with edited maps.
 
 A batch of the fine-tuning set carries ``edited_map`` (B x 1 x h x w, from
-:class:`attnlib.edited_maps.EditedMapDataset`); batches without it (e.g. the test set scored after
+:class:`attnlib.data.maps.edited_maps.EditedMapDataset`); batches without it (e.g. the test set scored after
 every epoch) are scored with ``L_abn`` alone.
 """
 
@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from attnlib.losses.abn import fine_tuning_loss
-from attnlib.models.abn import ABNet, ABNOutput, abn_loss, freeze_feature_extractor
-from attnlib.training.methods import Method, StepOutput
+from attnlib.losses.abn import abn_loss
+from attnlib.models.abn import ABNet, ABNOutput, freeze_feature_extractor
+from attnlib.methods.base import Method, StepOutput
 
 Selection = Literal["misclassified", "lowest_confidence"]
 

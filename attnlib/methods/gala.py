@@ -10,7 +10,7 @@ from torch import nn
 
 from attnlib.losses.clickme import Variant, clickme_loss, default_weight
 from attnlib.models.gala import forward_with_volumes
-from attnlib.training.methods import Method, StepOutput
+from attnlib.methods.base import Method, StepOutput
 
 
 class ClickMeSupervised(Method):

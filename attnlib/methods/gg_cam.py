@@ -25,19 +25,11 @@ from attnlib.losses.gg_cam import (
     selective_mse,
     weighted_terms,
 )
-from attnlib.training.methods import Method, StepOutput
+from attnlib.methods.base import Method, StepOutput
 
 Variant = Literal["paper", "public_code"]
 VARIANTS: tuple[str, ...] = Variant.__args__
 
-#: The paper's Table 1: Adam, ReduceLROnPlateau (factor 0.1) on the validation loss with patience
-#: ``patience``; GG-CAM rows add the initial sigmas of Eq. 11.
-TABLE1: dict[str, dict[str, float]] = {
-    "effnet+gg-cam": {"lr": 6e-3, "patience": 40, "sigma_sm_init": 1.4e-11, "sigma_ce_init": 1.0},
-    "resnet+gg-cam": {"lr": 7e-3, "patience": 30, "sigma_sm_init": 2.0e-9, "sigma_ce_init": 1.0},
-    "effnet": {"lr": 1e-3, "patience": 25},
-    "resnet": {"lr": 1e-4, "patience": 50},
-}
 #: log sigma_sm of the public code per backbone family (log sigma_ce is 7 for both).
 _PUBLIC_LOG_SIGMA_SM = {"resnet": -23.0, "effnet": -16.0}
 _PUBLIC_LOG_SIGMA_CE = 7.0
@@ -95,12 +87,6 @@ class GGCAMConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.scalar_lr is not None and self.scalar_lr < 0:
             raise ValueError(f"scalar_lr must be non-negative, got {self.scalar_lr}")
-
-    @classmethod
-    def table1(cls, backbone: str, **overrides: Any) -> GGCAMConfig:
-        """The paper's method with Table 1's initial sigmas for ``backbone``'s family."""
-        row = TABLE1[f"{backbone_family(backbone)}+gg-cam"]
-        return cls(sigma_sm_init=row["sigma_sm_init"], sigma_ce_init=row["sigma_ce_init"], **overrides)
 
     @classmethod
     def public_code(cls, backbone: str) -> GGCAMConfig:

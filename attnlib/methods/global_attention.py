@@ -4,7 +4,7 @@
 whole training set (``attnlib.models.pixel_attention``), with loss ``CE + lambda |M|_1``; after the
 cut-off epoch E the pixel CNN is frozen and M is computed once for good. ``PixelWeightL1`` is the
 baseline with a free per-pixel weight W (init 1) and a mean-|W| penalty. The vanilla CNN is
-``attnlib.training.methods.Classifier``.
+``attnlib.methods.base.Classifier``.
 """
 
 from __future__ import annotations
@@ -27,24 +27,10 @@ from attnlib.models.pixel_attention import (
     check_pixel_memory,
     pixel_representation,
 )
-from attnlib.training.methods import Method, StepOutput
+from attnlib.losses.global_attention import REDUCTIONS, Reduction, l1_penalty, penalised_loss
+from attnlib.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
-
-Reduction = Literal["mean", "sum"]
-REDUCTIONS: tuple[str, ...] = Reduction.__args__
-
-
-def l1_penalty(weight_map: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Paper 2's ``|M|_1`` (M > 0 after the sigmoid, but taken absolute): mean or sum over pixels."""
-    magnitude = weight_map.abs()
-    return magnitude.mean() if reduction == "mean" else magnitude.sum()
-
-
-def penalised_loss(ce: Tensor, penalty: Tensor, weight: float) -> Tensor:
-    """Paper 2's training loss ``mean CE + lambda |M|_1`` (the L1 baseline's with its own coefficient)."""
-    return ce + weight * penalty
-
 
 @dataclass
 class GlobalAttentionConfig:

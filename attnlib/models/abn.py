@@ -21,7 +21,6 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -154,12 +153,6 @@ def _check_map(attention_map: Tensor, shape: torch.Size) -> Tensor:
     if not bool(((attention_map >= 0) & (attention_map <= 1)).all()):
         raise ValueError("attention_map values must lie in [0, 1] (and not be NaN)")
     return attention_map.expand(shape)
-
-
-def abn_loss(out: ABNOutput, labels: Tensor) -> Tensor:
-    """ABN's training loss (Fukui et al., CVPR 2019, Sec. 3): ``L_abn = L_att + L_per``, the
-    cross-entropies of the attention-branch and perception-branch logits against ``labels``."""
-    return F.cross_entropy(out.attention_logits, labels) + F.cross_entropy(out.perception_logits, labels)
 
 
 def abn_backbones() -> list[str]:

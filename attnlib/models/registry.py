@@ -1,5 +1,9 @@
 """Backbone registry: ``create_model(name, num_classes, in_chans, pretrained)`` for every paper.
 
+A leaf module: the families register themselves (:mod:`attnlib.models.backbones`: torchvision's and the
+local-attention baselines; :mod:`attnlib.models.gala`: GALA and SE ResNets), and importing the package
+:mod:`attnlib.models`, which happens before any of its modules is imported, imports them all.
+
 Pretrained weights are never downloaded. ImageNet weights are used only when torchvision's weight
 file is already in torch.hub's cache, ``torch.hub.get_dir()/checkpoints/<file name of the weight
 URL>`` (set ``TORCH_HOME`` to move it; copy the file there by hand on an offline machine).
@@ -16,11 +20,8 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
-import torchvision.models as tvm
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
-
-from attnlib.models import local_attention
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,9 @@ def create_model(
     if in_chans == 1:
         stem = model.get_submodule(spec.stem)
         grey = _grey_conv(stem) if spec.grey_input == "sum" else ReplicatedGreyConv2d(stem)
-        _set_submodule(model, spec.stem, grey)
+        set_submodule(model, spec.stem, grey)
     head = model.get_submodule(spec.head)
-    _set_submodule(model, spec.head, nn.Linear(head.in_features, num_classes))
+    set_submodule(model, spec.head, nn.Linear(head.in_features, num_classes))
     model.attnlib_backbone = name
     model.attnlib_feature_layer = spec.feature_layer
     model.attnlib_weights = f"imagenet:{path}" if path is not None else "random"
@@ -225,132 +226,7 @@ class ReplicatedGreyConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, replicas={self.replicas}"
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     """Replace the sub-module at dotted ``path``."""
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent), child, module)
-
-
-#: torchvision backbones used by the papers (and efficientnet_b0, a small one for CPU profiles):
-#: name -> (weights, stem, head, feature layer).
-#: Weights: torchvision's original IMAGENET1K_V1 releases (ResNet-50/152 also have newer V2 files).
-_TORCHVISION = {
-    "resnet18": (tvm.ResNet18_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
-    "resnet34": (tvm.ResNet34_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
-    "resnet50": (tvm.ResNet50_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
-    "resnet152": (tvm.ResNet152_Weights.IMAGENET1K_V1, "conv1", "fc", "layer4"),
-    "efficientnet_b0": (
-        tvm.EfficientNet_B0_Weights.IMAGENET1K_V1,
-        "features.0.0",
-        "classifier.1",
-        "features",
-    ),
-    "efficientnet_v2_s": (
-        tvm.EfficientNet_V2_S_Weights.IMAGENET1K_V1,
-        "features.0.0",
-        "classifier.1",
-        "features",
-    ),
-    "densenet161": (tvm.DenseNet161_Weights.IMAGENET1K_V1, "features.conv0", "classifier", "features"),
-    "vgg16": (tvm.VGG16_Weights.IMAGENET1K_V1, "features.0", "classifier.6", "features"),
-}
-
-
-def _register_torchvision() -> None:
-    for name, (weights, stem, head, features) in _TORCHVISION.items():
-        register_backbone(name, weights=weights, stem=stem, head=head, feature_layer=features)(
-            getattr(tvm, name)
-        )
-
-
-_register_torchvision()
-
-
-@register_backbone(
-    "googlenet",
-    weights=tvm.GoogLeNet_Weights.IMAGENET1K_V1,
-    stem="conv1.conv",
-    head="fc",
-    feature_layer="inception5b",
-)
-def _googlenet(*, weights: WeightsEnum | None) -> nn.Module:
-    """GoogLeNet without auxiliary heads and without torchvision's input re-normalisation.
-
-    ``transform_input`` is off because it assumes three ImageNet-normalised channels.
-    """
-    if weights is None:
-        return tvm.googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=True)
-    return tvm.googlenet(weights=weights, transform_input=False)
-
-
-@register_backbone("vgg_att3", weights=None, stem="block1.0.0", head="classifier", feature_layer="block6")
-def _vgg_att3(*, weights: WeightsEnum | None) -> nn.Module:
-    """VGG-att3 ("Learn to Pay Attention"), no pretrained weights; see ``local_attention.VGGAtt3``.
-
-    ``feature_layer`` is block6, whose pooled output gives the global feature g.
-    """
-    return local_attention.VGGAtt3(num_classes=1000)
-
-
-@register_backbone(
-    "resnet50_ggcam_public",
-    weights=None,
-    stem="conv1",
-    head="fc",
-    feature_layer="layer4",
-    grey_input="replicate",
-)
-def _resnet50_ggcam_public(*, weights: WeightsEnum | None) -> nn.Module:
-    """The public GG-CAM code's ResNet-50 (its ``my_resnet.py``), trained from scratch (no weights).
-
-    torchvision's ResNet-50 but: no max-pool (``maxpool`` is an identity); the first bottleneck of
-    every stage, layer1 included, strides 2 in its first 1x1 convolution and its shortcut (torchvision:
-    layer1 does not stride, layers 2-4 stride in the 3x3 convolution), so the features keep stride 32;
-    every convolution has a bias; PyTorch's default initialisation (the code's, not torchvision's
-    Kaiming-normal). A grey image is copied into the three input channels (``ReplicatedGreyConv2d``).
-    """
-    model = tvm.resnet50(weights=None)
-    model.maxpool = nn.Identity()
-    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
-        first = layer[0]
-        first.conv1.stride = first.downsample[0].stride = (2, 2)
-        first.conv2.stride = (1, 1)
-        first.stride = 2
-    for name, conv in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]:
-        biased = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=True,
-        )
-        _set_submodule(model, name, biased)
-    return model
-
-
-#: pytorchcv's ResAttNet (no pretrained weights); ``features.post_activ`` (BN + ReLU) is what gets pooled.
-_RESATTNET_PARTS = {
-    "weights": None,
-    "stem": "features.init_block.conv.conv",
-    "head": "output",
-    "feature_layer": "features.post_activ",
-}
-
-
-@register_backbone("resattnet56", **_RESATTNET_PARTS)
-def _resattnet56(*, weights: WeightsEnum | None) -> nn.Module:
-    """ResAttNet-56 (a smaller CPU substitute for -92); see ``local_attention.resattnet``."""
-    return local_attention.resattnet(56)
-
-
-@register_backbone("resattnet92", **_RESATTNET_PARTS)
-def _resattnet92(*, weights: WeightsEnum | None) -> nn.Module:
-    """ResAttNet-92, the paper's baseline; see ``local_attention.resattnet``."""
-    return local_attention.resattnet(92)
-
-
-# gala.py registers gala_resnet* and seresnet*; imported last because it imports this module
-from attnlib.models import gala  # noqa: F401

@@ -1,4 +1,4 @@
-"""The ABN + human-edited attention maps study (paper 3): train, edit, fine-tune, explain.
+"""The ABN + human-edited attention maps study (paper 3, :class:`ABNStudy`): train, edit, fine-tune, explain.
 
 Per replicate (a seed on a fixed split, or a fold of a k-fold cross-validation, methods.md section 3):
 
@@ -7,63 +7,157 @@ Per replicate (a seed on a fixed split, or a fold of a k-fold cross-validation, 
 2. pick training samples to edit (misclassified, or lowest-confidence first, up to a budget) and make
    their "human" maps from the data's source -- the simulated editor (paints the true evidence in and
    erases the network's attention elsewhere), bubble KDE maps, or lesion segmentations -- stored in an
-   :class:`~attnlib.edited_maps.EditedMapStore` with provenance;
+   :class:`~attnlib.data.maps.edited_maps.EditedMapStore` with provenance;
 3. fine-tune the attention and perception branches with ``L_abn + gamma ||M' - M||_2`` (Eqs. 1-3),
    and, as a control the paper does not run, with ``gamma = 0`` (same samples and schedule, no maps);
-4. on the test split: Table 1 (misclassified test images re-scored with their edited maps fed in place
-   of M, no training), accuracy before / after fine-tuning (Tables 3, 6), deletion / insertion and ROAD
-   of CAM, Grad-CAM, ABN's map and the fine-tuned map (Tables 4, 7), and each map's MSE to the edited
-   map (Tables 5, 8).
+4. on the test split (the explanation pass): Table 1 (misclassified test images re-scored with their
+   edited maps fed in place of M, no training), deletion / insertion and ROAD of CAM, Grad-CAM, ABN's
+   map and the fine-tuned map (Tables 4, 7), and each map's MSE to the edited map (Tables 5, 8).
 
-Every stage is a run of the shared run store (study ``abn``), so the sweep's report pass loads them.
+The arms are the three networks (``ABN``, ``ABN + fine-tuning``, ``ABN + fine-tuning (gamma = 0)``), each
+scored by its test accuracy (Tables 3, 6); each stage is a run of the run store (study ``abn``), loaded
+when stored. The explanation pass scores both networks at once, so its values join the arm whose network
+they explain: the ABN arm carries its own map's scores, CAM's and Grad-CAM's (``deletion/CAM``, ...) and
+Table 1; the fine-tuned arm its own map's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from attnlib import explanations as xai
+from attnlib.core.device import default_device
+from attnlib.core.seeding import seed_everything
 from attnlib.data.arrays import ArrayDataset
-from attnlib.data.cub import CUB200, read_bubbles
-from attnlib.data.defaults import synthetic_finegrained
-from attnlib.data.idrid_lesions import IDRiDLesions
 from attnlib.data.layouts import resolve_dataset
+from attnlib.data.maps.edited_maps import EditedMap, EditedMapDataset, EditedMapStore, Provenance
+from attnlib.data.maps.sources import bubble_map, lesion_map, simulate_edit
+from attnlib.data.real.cub import CUB200, read_bubbles
+from attnlib.data.real.idrid_lesions import IDRiDLesions
 from attnlib.data.splits import stratified_folds
-from attnlib.data.synthetic_finegrained import FineGrainedDataset
-from attnlib.edited_maps import EditedMap, EditedMapDataset, EditedMapStore, Provenance
-from attnlib.editor.session import EditorSession
-from attnlib.map_sources import bubble_map, lesion_map, simulate_edit
-from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples, table1_errors
+from attnlib.data.synthetic.defaults import synthetic_finegrained
+from attnlib.data.synthetic.finegrained import FineGrainedDataset
+from attnlib.engine.executor import Trained, TrainingRun, data_fingerprint, execute, make_loaders
+from attnlib.engine.runstore import RunResult, RunSpec
+from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, StudyContext
+from attnlib.engine.trainer import TrainConfig
+from attnlib.evaluation import explanations as xai
+from attnlib.evaluation.stats import median_std
+from attnlib.methods.abn import ABNClassifier, ABNFineTune, Selection, select_samples, table1_errors
 from attnlib.models.abn import ABNet, create_abn
-from attnlib.profiles import load_profile
-from attnlib.seeding import seed_everything
-from attnlib.stats import describe_change, outcome_words, paired_t_test, with_profile_caveat
-from attnlib.training.experiment import data_fingerprint, make_loaders, score
-from attnlib.training.runstore import RunResult, RunSpec, RunStore
-from attnlib.training.trainer import TrainConfig, Trainer
+from attnlib.reporting import plots
 
-STUDY = "abn"
 DATASETS = ("synthetic", "cub", "idrid")
 #: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set.
 LAYOUT_DATASETS = {"synthetic": "synthetic", "cub": "cub", "idrid": "idrid"}
 MAP_SOURCES = ("editor", "bubbles", "segmentation")
-#: Explanation methods of Tables 4-5 / 7-8, in table order.
+MapSource = Literal["editor", "bubbles", "segmentation"]
+#: Explanation methods of Tables 4-5 / 7-8, in table order, as the explanation pass names them.
 EXPLANATIONS = ("CAM", "Grad-CAM", "ABN", "fine-tuned")
 ARMS = ("ABN", "ABN + fine-tuning", "ABN + fine-tuning (gamma = 0)")
 Protocol = Literal["seeds", "folds"]
+#: Each explanation measure: its title and whether higher is better.
+MEASURES = {
+    "deletion": ("deletion (RISE)", False),
+    "insertion": ("insertion (RISE)", True),
+    "road": ("ROAD (grad-cam)", True),
+    "mse": ("MSE to the edited map", False),
+}
+#: Where each explanation method's values sit in the results: the arm whose network it explains and the
+#: suffix of its metrics (an arm's own map: none).
+EXPLAINED = {"CAM": (ARMS[0], "/CAM"), "Grad-CAM": (ARMS[0], "/Grad-CAM"), "ABN": (ARMS[0], ""),
+             "fine-tuned": (ARMS[1], "")}
+GRAD_CAM = "Grad-CAM of ABN"
+#: The explanation pairs tested besides the arms' own maps (fine-tuned vs ABN): each map vs Grad-CAM of
+#: the ABN, on the measures the paper compares.
+MAP_PAIRS = (Comparison(ARMS[1], GRAD_CAM), Comparison(ARMS[0], GRAD_CAM))
+TESTED_MEASURES = ("deletion", "insertion", "mse")
+#: Table 1: the ABN fed the edited maps M' (metric ``table1/error_after``) vs fed its own maps M.
+TABLE1 = Comparison(ARMS[0], "ABN with its own map M")
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("test accuracy (Tables 3, 6)"),
+    **{m: Metric(f"{title} of the arm's attention map", higher) for m, (title, higher) in MEASURES.items()},
+    **{f"{m}/{method}": Metric(f"{title} of {method} of the ABN", higher)
+       for method in ("CAM", "Grad-CAM") for m, (title, higher) in MEASURES.items()},
+    "table1/n": Metric("Table 1: test images the ABN misclassifies"),
+    "table1/error_before": Metric("Table 1: their top-1 error with the ABN's own maps M", higher_is_better=False),
+    "table1/error_after": Metric("Table 1: their top-1 error with the edited maps M' fed in place of M",
+                                 higher_is_better=False),
+}
+#: The metrics the verdict speaks about: accuracy, Table 1 and the maps' faithfulness and similarity.
+VERDICT_METRICS = ("accuracy", "table1/error_after", *TESTED_MEASURES)
+
+T = TypeVar("T")
 
 
-def study_settings(profile: str | None) -> dict[str, Any]:
-    """The profile's ``abn`` section."""
-    return load_profile(profile)["abn"]
+@dataclass(frozen=True)
+class Schedule:
+    """SGD + momentum, the learning rate x0.1 after each of ``lr_milestones``: one stage's schedule."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_milestones: tuple[int, ...]
+
+    def train_config(self, progress: bool) -> TrainConfig:
+        """The trainer's configuration of this schedule."""
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd_momentum", lr=self.lr,
+            weight_decay=self.weight_decay, plateau_patience=None, lr_milestones=self.lr_milestones,
+            progress=progress,
+        )
+
+
+@dataclass(frozen=True)
+class ABNSettings:
+    """The profile's ``abn`` section.
+
+    ``image_size``: of real images (CUB, IDRiD); ``train`` / ``finetune``: the two stages' schedules;
+    ``gamma``: the map term's weight (not published); ``selection`` and ``edit_limit``: which training
+    images are edited (None: all); ``map_source``: the human maps; ``edit_budget``: strokes of the
+    simulated editor; ``bubble_bandwidth``: of the bubble KDE (None: each bubble's radius); ``folds``:
+    IDRiD's cross-validation; ``n_explain``: test images of the explanation pass, perturbed
+    ``perturbation_step`` pixels at a time in batches of ``perturbation_batch``; ``road``: score ROAD too;
+    ``editor_demo_edits``: samples notebook 04 edits with scripted strokes.
+    """
+
+    image_size: int
+    backbone: str
+    pretrained: bool | Literal["auto"]
+    train: Schedule
+    finetune: Schedule
+    gamma: float
+    selection: Selection
+    edit_limit: int | None
+    map_source: MapSource
+    edit_budget: int
+    bubble_bandwidth: float | None
+    folds: int
+    n_explain: int
+    perturbation_step: int
+    perturbation_batch: int
+    road: bool
+    progress: bool
+    checkpoint_every: int | None
+    editor_demo_edits: int
+
+    def __post_init__(self) -> None:
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+
+
+# ---------------------------------------------------------------------------------------------- data
 
 
 @dataclass
@@ -105,38 +199,18 @@ class StudyData:
 
 
 def load_data(
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
-    profile: str | None = None,
-    bubbles_csv: str | Path | None = None,
-    **synthetic: Any,
+    dataset: str, root: Path, image_size: int, folds: int, bubbles_csv: Path | None = None
 ) -> StudyData:
-    """The study's data: ``synthetic`` (the fine-grained default, generated on first use; ``data_root``
-    a folder of ``generate_finegrained``), ``cub`` (CUB-200-2010, official train/test lists, bubbles from
-    the CSV ``bubbles_csv``, default ``<data_root>/bubbles.csv`` when present) or ``idrid`` (81 diseased
-    vs 120 healthy, k-fold CV). ``dataset`` None: ``synthetic`` without ``data_root``, else told from the
-    folder's layout (:func:`~attnlib.data.layouts.resolve_dataset`)."""
-    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "ABN")
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    if bubbles_csv is not None and dataset != "cub":
-        raise ValueError(f"bubbles_csv applies to cub only, not {dataset!r}")
-    if synthetic and (dataset != "synthetic" or data_root is not None):
-        raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
-    settings = study_settings(profile)
+    """The study's data from ``root``: ``synthetic`` (a folder of ``generate_finegrained``), ``cub``
+    (CUB-200-2010, official train/test lists at ``image_size``, bubbles from the CSV ``bubbles_csv``) or
+    ``idrid`` (81 diseased vs 120 healthy at ``image_size``, ``folds``-fold CV)."""
     if dataset == "synthetic":
-        return _synthetic(
-            Path(data_root) if data_root is not None else synthetic_finegrained(profile, **synthetic)
-        )
-    if data_root is None:
-        raise ValueError(f"dataset {dataset!r} needs data_root (the real data's folder)")
-    size = int(settings["image_size"])
+        return _synthetic(root)
     if dataset == "idrid":
-        return _idrid(Path(data_root), size, settings["folds"])
-    root = Path(data_root)
-    default = root / "bubbles.csv"
-    bubbles = Path(bubbles_csv) if bubbles_csv is not None else default if default.is_file() else None
-    return _cub(root, size, bubbles)
+        return _idrid(root, image_size, folds)
+    if dataset == "cub":
+        return _cub(root, image_size, bubbles_csv)
+    raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
 
 
 def _synthetic(root: Path) -> StudyData:
@@ -218,15 +292,16 @@ def human_map(
     sample_id: str,
     source: str,
     network_map: np.ndarray,
-    settings: Mapping[str, Any],
+    budget: int,
+    bandwidth: float | None = None,
     model_key: str | None = None,
     checkpoint: str | None = None,
 ) -> tuple[np.ndarray, Provenance]:
     """The human map of ``sample_id`` at ``network_map``'s grid, and its provenance.
 
-    ``editor``: :func:`~attnlib.map_sources.simulate_edit` of the network's map with the data's evidence
-    (``edit_budget`` strokes); ``bubbles``: the KDE of its bubbles (``bubble_bandwidth``, None = each
-    bubble's radius); ``segmentation``: its lesion map. A sample without that knowledge raises ``KeyError``.
+    ``editor``: :func:`~attnlib.data.maps.sources.simulate_edit` of the network's map with the data's evidence
+    (``budget`` strokes); ``bubbles``: the KDE of its bubbles (``bandwidth``, None = each bubble's radius);
+    ``segmentation``: its lesion map. A sample without that knowledge raises ``KeyError``.
     """
     grid = tuple(network_map.shape)
     if source not in data.sources:
@@ -234,15 +309,9 @@ def human_map(
     if source == "editor":
         if sample_id not in data.evidence:
             return network_map.astype(np.float32), Provenance(
-                "simulated",
-                grid,
-                data.image_size,
-                (),
-                "simulated editor (no evidence: unchanged)",
-                model_key,
+                "simulated", grid, data.image_size, (), "simulated editor (no evidence: unchanged)", model_key,
                 checkpoint,
             )
-        budget = settings["edit_budget"]
         edited, strokes = simulate_edit(network_map, data.evidence[sample_id], budget=budget)
         simulator = f"simulated editor (budget {budget})"
         return edited, Provenance("simulated", grid, data.image_size, strokes, simulator, model_key, checkpoint)
@@ -250,16 +319,12 @@ def human_map(
         if sample_id not in data.bubbles:
             raise KeyError(f"{data.name}: no bubbles for {sample_id}")
         frame, size = data.bubbles[sample_id]
-        return bubble_map(frame, size, settings.get("bubble_bandwidth"), out_size=grid), Provenance(
-            "bubbles", grid
-        )
+        return bubble_map(frame, size, bandwidth, out_size=grid), Provenance("bubbles", grid)
     return lesion_map(data.lesions[sample_id], grid), Provenance("segmentation", grid)
 
 
 @torch.no_grad()
-def network_maps(
-    model: ABNet, dataset: ArrayDataset, device: torch.device, batch_size: int = 64
-) -> np.ndarray:
+def network_maps(model: ABNet, dataset: ArrayDataset, device: torch.device, batch_size: int = 64) -> np.ndarray:
     """The attention branch's map M of every item (N x h x w)."""
     model.to(device).eval()
     out = [
@@ -269,224 +334,9 @@ def network_maps(
     return torch.cat(out).numpy()
 
 
-def edit_maps(
-    data: StudyData,
-    dataset: ArrayDataset,
-    model: ABNet,
-    source: str,
-    settings: Mapping[str, Any],
-    store: EditedMapStore,
-    folder: str,
-    model_key: str,
-    checkpoint: str,
-    device: torch.device,
-) -> dict[str, EditedMap]:
-    """Human maps of every item of ``dataset`` against ``model``'s maps, saved under ``store/folder``."""
-    maps = network_maps(model, dataset, device)
-    out = {}
-    for sample_id, network_map in zip(dataset.ids, maps, strict=True):
-        edited, provenance = human_map(data, sample_id, source, network_map, settings, model_key, checkpoint)
-        store.save(folder, sample_id, edited, provenance)
-        out[sample_id] = EditedMap(edited, provenance)
-    return out
-
-
-def edited_map_store(store: RunStore) -> EditedMapStore:
-    """The edited-map store beside a run store (``<runs>/edited_maps``), shared by the study and the editor."""
-    return EditedMapStore(store.root.parent / "edited_maps")
-
-
-def human_edits_folder(data: StudyData, base: RunResult, r: int) -> str:
-    """The store folder of the maps edited by hand against ``base`` (replicate ``r``'s ABN)."""
-    return f"{data.name}-human-{base.spec.key}-r{r}"
-
-
-def editor_session(
-    store: RunStore,
-    data: StudyData,
-    r: int,
-    base: RunResult,
-    settings: Mapping[str, Any],
-    order: str | Sequence[str] = "misclassified",
-    limit: int | None = None,
-    editor: str | None = None,
-    device: str | None = None,
-) -> EditorSession:
-    """An editing session on replicate ``r``'s training images against ``base`` (its ABN,
-    :func:`train_base`), saving to :func:`human_edits_folder`.
-
-    ``order``: "misclassified" (the ABN's wrong training predictions first, then the others least
-    confident first), "lowest_confidence" (all, least confident in the true class first), or a list of
-    sample ids; ``limit`` keeps the first that many.
-    """
-    train, _ = data.replicate(r)
-    if isinstance(order, str):
-        ids = select_samples(base.predictions["train"], order)  # type: ignore[arg-type]
-        if order == "misclassified":  # then the correctly classified ones, least confident first
-            wrong = set(ids)
-            ids += [i for i in select_samples(base.predictions["train"], "lowest_confidence") if i not in wrong]
-        ids = ids[:limit]
-    else:
-        ids = [str(i) for i in order][:limit]
-    if not ids:
-        raise ValueError(
-            f"replicate {r}: the order {order!r} selects no training image (an empty list or limit 0)"
-        )
-    return EditorSession(
-        load_abn(base, settings, data),
-        train,
-        edited_map_store(store),
-        human_edits_folder(data, base, r),
-        ids,
-        model_key=base.spec.key,
-        checkpoint=_checkpoint(base),
-        editor=editor,
-        device=device,
-    )
-
-
-def _human_edits(maps_store: EditedMapStore, data: StudyData, base: RunResult, r: int) -> dict[str, EditedMap]:
-    folder = human_edits_folder(data, base, r)
-    maps = maps_store.load_all(folder)
-    if not maps:
-        raise FileNotFoundError(
-            f"replicate {r}: no hand-edited maps in {maps_store.root / folder}; edit them with "
-            "notebooks/04_attention_editor.ipynb (same profile, dataset and replicate) first"
-        )
-    return maps
-
-
-def _checkpoint(base: RunResult) -> str:
-    return f"last (epoch {base.metrics['last_epoch']})"
-
-
-# ------------------------------------------------------------------------------------------ training
-
-
-def train_config(settings: Mapping[str, Any], stage: Literal["train", "finetune"]) -> TrainConfig:
-    """SGD + momentum with the profile's step decay; ``finetune`` uses the ``finetune`` sub-section."""
-    part = settings if stage == "train" else {**settings, **settings["finetune"]}
-    return TrainConfig(
-        epochs=int(part["epochs"]),
-        batch_size=int(part["batch_size"]),
-        optimizer="sgd_momentum",
-        lr=float(part["lr"]),
-        weight_decay=float(part["weight_decay"]),
-        plateau_patience=None,
-        lr_milestones=tuple(part.get("lr_milestones", ())),
-        progress=bool(settings.get("progress", True)),
-    )
-
-
-def build_abn(settings: Mapping[str, Any], data: StudyData) -> ABNet:
-    """The profile's ABN backbone for ``data``'s classes and channels."""
-    return create_abn(
-        settings["backbone"],
-        len(data.images.label_names),
-        int(data.images.images.shape[1]),
-        pretrained=settings["pretrained"],
-    )
-
-
-def train_base(
-    store: RunStore,
-    data: StudyData,
-    r: int,
-    settings: Mapping[str, Any],
-    profile: str,
-    device: str | None = None,
-) -> RunResult:
-    """Replicate ``r``'s ABN trained with ``L_abn``; predictions ``train`` (for the selection) and ``last`` (test)."""
-    train, test = data.replicate(r)
-    cfg = train_config(settings, "train")
-    config = {
-        "arm": "abn",
-        "dataset": data.name,
-        "replicate": r,
-        "protocol": data.protocol,
-        "backbone": settings["backbone"],
-        "pretrained": settings["pretrained"],
-        "train": _plain(cfg),
-    }
-    spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"train": train, "test": test}))
-
-    def fn(workdir: Path) -> dict[str, Any]:
-        seed_everything(r, deterministic=cfg.deterministic)
-        method = ABNClassifier(build_abn(settings, data))
-        loaders = make_loaders({"train": train, "test": test}, cfg.batch_size, r)
-        trainer = Trainer(cfg, device=device, checkpoint_every=settings["checkpoint_every"])
-        fit = trainer.fit(method, loaders["train"], None, workdir, r, eval_loaders={"test": loaders["test"]})
-        frame, metrics = score(method, loaders["test"], trainer, train.label_names)
-        in_order = make_loaders({"eval": train}, cfg.batch_size, r)["eval"]
-        return {
-            "history": fit.history,
-            "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
-            "predictions": {"last": frame, "train": trainer.predict(method, in_order)},
-            "states": {"last": fit.last_state},
-        }
-
-    return store.run(spec, fn)
-
-
-def load_abn(result: RunResult, settings: Mapping[str, Any], data: StudyData) -> ABNet:
-    """The ABN of a stored run (its last weights), in eval mode."""
-    method = ABNClassifier(build_abn(settings, data))
-    method.load_state_dict(result.state_dict("last"))
-    return method.model.eval()
-
-
-def fine_tune(
-    store: RunStore,
-    data: StudyData,
-    r: int,
-    base: RunResult,
-    maps: Mapping[str, EditedMap | np.ndarray],
-    ids: Sequence[str],
-    gamma: float,
-    settings: Mapping[str, Any],
-    profile: str,
-    device: str | None = None,
-    keep_weights: bool = True,
-) -> RunResult:
-    """Fine-tune ``base``'s ABN on the samples ``ids`` with their ``maps`` (Eqs. 1-3, branches only).
-
-    ``maps`` may come from any :class:`EditedMapStore` (e.g. the editor's ``load_all``). ``keep_weights``
-    False stores the run without its weights (the gamma = 0 control: its scores are all a report reads).
-    """
-    train, test = data.replicate(r)
-    cfg = train_config(settings, "finetune")
-    subset = EditedMapDataset(train, maps, ids)
-    config = {
-        "arm": "abn+ft",
-        "gamma": float(gamma),
-        "base": base.spec.key,
-        "dataset": data.name,
-        "replicate": r,
-        "n_samples": len(subset),
-        "train": _plain(cfg),
-    }
-    spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"train": subset, "test": test}))
-
-    def fn(workdir: Path) -> dict[str, Any]:
-        seed_everything(r, deterministic=cfg.deterministic)
-        method = ABNFineTune(build_abn(settings, data), gamma)
-        method.load_state_dict(base.state_dict("last"))
-        loaders = make_loaders({"train": subset, "test": test}, cfg.batch_size, r)
-        trainer = Trainer(cfg, device=device, checkpoint_every=settings["checkpoint_every"])
-        fit = trainer.fit(method, loaders["train"], None, workdir, r, eval_loaders={"test": loaders["test"]})
-        frame, metrics = score(method, loaders["test"], trainer, train.label_names)
-        return {
-            "history": fit.history,
-            "metrics": {"last": metrics, "last_epoch": fit.last_epoch},
-            "predictions": {"last": frame},
-            "states": {"last": fit.last_state} if keep_weights else {},
-        }
-
-    return store.run(spec, fn)
-
-
-def _plain(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(cfg).items() if k != "progress"}
+def checkpoint_words(run: RunResult) -> str:
+    """The weights of a stored run the maps are edited against, as their provenance records them."""
+    return f"last (epoch {run.metrics['last_epoch']})"
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -496,10 +346,13 @@ def explanation_scores(
     models: Mapping[str, ABNet],
     images: Tensor,
     targets: Tensor,
-    settings: Mapping[str, Any],
+    step: int,
+    batch_size: int,
+    road: bool,
     device: torch.device,
 ) -> pd.DataFrame:
-    """Per image and explanation method: deletion, insertion (RISE), ROAD (grad-cam) and the MSE to ``targets``.
+    """Per image and explanation method: deletion, insertion (RISE, ``step`` pixels at a time in batches of
+    ``batch_size``), ROAD (grad-cam; NaN unless ``road``) and the MSE to ``targets``.
 
     ``models``: ``base`` (explained by CAM, Grad-CAM and its own map) and ``fine-tuned`` (its own map).
     """
@@ -514,290 +367,455 @@ def explanation_scores(
         else:
             saliency = xai.abn_maps(model, images)
         scorer = xai.LogitsOnly(model)
-        curves = xai.deletion_insertion(
-            scorer,
-            images,
-            saliency,
-            step=int(settings["perturbation_step"]),
-            batch_size=int(settings["perturbation_batch"]),
-        )
-        road = (
-            xai.road_scores(scorer, images, saliency)
-            if settings["road"]
-            else torch.full((len(images),), np.nan)
-        )
+        curves = xai.deletion_insertion(scorer, images, saliency, step=step, batch_size=batch_size)
+        scores = xai.road_scores(scorer, images, saliency) if road else torch.full((len(images),), np.nan)
         mse = xai.map_mse(saliency.cpu(), targets)
         for i in range(len(images)):
-            rows.append(
-                {
-                    "image": i,
-                    "method": name,
-                    "deletion": float(curves["deletion"][i]),
-                    "insertion": float(curves["insertion"][i]),
-                    "road": float(road[i]),
-                    "mse": float(mse[i]),
-                }
-            )
+            rows.append({
+                "image": i, "method": name, "deletion": float(curves["deletion"][i]),
+                "insertion": float(curves["insertion"][i]), "road": float(scores[i]), "mse": float(mse[i]),
+            })
     return pd.DataFrame(rows)
 
 
-@dataclass
-class ReplicateResult:
-    """Everything one replicate produced: the three runs, the explanation run, the folders of the edited
-    maps fine-tuned on (``train_maps``) and fed to the test images (``test_maps``)."""
+def explanation_means(explain: RunResult) -> pd.DataFrame:
+    """Mean deletion, insertion, ROAD and MSE over the explained test images, per method (index)."""
+    frame = explain.predictions["explanations"]
+    return frame.groupby("method", sort=False)[list(MEASURES)].mean()
 
-    replicate: int
-    base: RunResult
-    fine_tuned: RunResult
-    control: RunResult
-    explain: RunResult
-    train_maps: Path
-    test_maps: Path
-    selected: list[str]
+
+def last_metrics(run: RunResult) -> dict[str, float]:
+    """The numeric test metrics of a run's last weights (the confusion matrix left out)."""
+    return {k: float(v) for k, v in run.metrics["last"].items() if isinstance(v, (int, float))}
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+
+@dataclass(frozen=True)
+class Edits:
+    """The training maps a replicate fine-tunes on: by sample id, the ids in order, their store folder."""
+
+    maps: dict[str, EditedMap]
+    ids: list[str]
+    folder: Path
+
+
+class ABNStudy(Study[ABNSettings]):
+    """ABN fine-tuned with human-edited attention maps (paper 3): the fine-tuned network vs the ABN and vs
+    the same fine-tuning without maps, paired t-tests over replicates (module docstring).
+
+    ``dataset`` None: ``synthetic`` without ``data_root``, else told from the folder's layout; ``data_root``:
+    the real data's folder (CUB-200-2010 or IDRiD), or a folder of ``generate_finegrained``; None: the
+    profile's synthetic set, with the generator knobs ``synthetic``, generated on first use;
+    ``bubbles_csv``: CUB's bubbles (default ``<data_root>/bubbles.csv`` when present); ``map_source``
+    (None: the profile's): the maps of the test images, and of the training images unless ``human_edits``:
+    then each replicate fine-tunes on the maps edited by hand in notebook 04 (:meth:`human_edits_folder`).
+    """
+
+    name = "abn"
+    paper = "ABN + edited maps"
+    settings_type = ABNSettings
+    metrics = METRICS
+    test = "paired_t"
+
+    def __init__(
+        self,
+        context: StudyContext,
+        settings: ABNSettings | None = None,
+        *,
+        dataset: str | None = None,
+        data_root: str | Path | None = None,
+        bubbles_csv: str | Path | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        map_source: str | None = None,
+        human_edits: bool = False,
+    ) -> None:
+        super().__init__(context, settings)
+        self.dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "ABN")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {DATASETS}")
+        if bubbles_csv is not None and self.dataset != "cub":
+            raise ValueError(f"bubbles_csv applies to cub only, not {self.dataset!r}")
+        if synthetic and (self.dataset != "synthetic" or data_root is not None):
+            raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
+        if data_root is None and self.dataset != "synthetic":
+            raise ValueError(f"dataset {self.dataset!r} needs data_root (the real data's folder)")
+        self.source = map_source or self.settings.map_source
+        if self.source not in MAP_SOURCES:
+            raise ValueError(f"unknown map source {self.source!r}; choose from {MAP_SOURCES}")
+        self.data_root = Path(data_root) if data_root is not None else None
+        self.bubbles_csv = Path(bubbles_csv) if bubbles_csv is not None else None
+        self.synthetic = dict(synthetic or {})
+        self.human_edits = human_edits
+        self._stages: dict[tuple[str, int], Any] = {}
+
+    @cached_property
+    def data(self) -> StudyData:
+        """The study's images, replicates and human knowledge (:func:`load_data`), loaded on first use."""
+        if self.data_root is None:
+            return load_data("synthetic", synthetic_finegrained(self.profile, **self.synthetic), 0, 0)
+        default = self.data_root / "bubbles.csv"
+        bubbles = self.bubbles_csv or (default if self.dataset == "cub" and default.is_file() else None)
+        return load_data(self.dataset, self.data_root, self.settings.image_size, self.settings.folds, bubbles)
 
     @property
-    def table1(self) -> dict[str, float]:
-        """Table 1 figures of this replicate (misclassified test images, before / after edited maps)."""
-        return self.explain.metrics["table1"]
+    def device(self) -> torch.device:
+        """Where maps and explanations are computed: the context's device, else CUDA when present."""
+        return default_device(self.context.device)
 
+    @property
+    def maps_store(self) -> EditedMapStore:
+        """The edited-map store beside the run store (``<runs>/edited_maps``), shared with the editor."""
+        return EditedMapStore(self.context.store.root.parent / "edited_maps")
 
-def run_replicate(
-    store: RunStore,
-    data: StudyData,
-    r: int,
-    profile: str,
-    device: str | None = None,
-    source: str | None = None,
-    human_edits: bool = False,
-) -> ReplicateResult:
-    """Steps 1-4 of the module docstring for replicate ``r`` (each stage loaded when already stored).
+    def describe(self) -> str:
+        """The data, the map source, the network and both schedules, in words."""
+        s, data = self.settings, self.data
+        hand = "; fine-tuning on the maps edited by hand in notebook 04" if self.human_edits else ""
+        schedule = f"lr {s.train.lr} x0.1 at {list(s.train.lr_milestones)}, batch {s.train.batch_size}"
+        lines = [
+            f"profile {self.profile!r}; data: {data.description} ({data.protocol} protocol)",
+            f"map source: {self.source} (available: {data.sources}){hand}",
+            f"network: {s.backbone} + ABN, pretrained={s.pretrained}; training: {s.train.epochs} epochs, {schedule}",
+            f"fine-tuning: {asdict(s.finetune)}, gamma {s.gamma}, {s.selection} selection up to {s.edit_limit} images",
+        ]
+        if self.profile != "paper":
+            lines.append("CPU substitute: ResNet-18 + ABN at the profile's image size for the paper's ResNet-18/34/50 "
+                         "at 224 x 224")
+        return "\n".join(lines)
 
-    ``human_edits``: fine-tune on the maps saved with the interactive editor for this replicate's ABN
-    (:func:`editor_session`, folder :func:`human_edits_folder`) instead of step 2's; the test maps of
-    Table 1 and the MSE still come from ``source``.
-    """
-    settings = study_settings(profile)
-    source = source or settings["map_source"]
-    torch_device = (
-        torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    base = train_base(store, data, r, settings, profile, device)
-    model = load_abn(base, settings, data)
-    checkpoint = _checkpoint(base)
-    maps_store = edited_map_store(store)
-    folder = f"{data.name}-{source}-{base.spec.key}-r{r}"
-    train, _ = data.replicate(r)
-    if human_edits:
-        maps = _human_edits(maps_store, data, base, r)
-        selected = list(maps)
-    else:
-        selected = select_samples(base.predictions["train"], settings["selection"], settings["edit_limit"])
+    # -- the stages of a replicate (each loaded from the run store when stored) --------------------------
+
+    def _once(self, stage: str, r: int, make: Callable[[], T]) -> T:
+        if (stage, r) not in self._stages:
+            self._stages[(stage, r)] = make()
+        return self._stages[(stage, r)]
+
+    def build_abn(self) -> ABNet:
+        """The profile's ABN backbone for the data's classes and channels."""
+        images = self.data.images
+        return create_abn(self.settings.backbone, len(images.label_names), int(images.images.shape[1]),
+                          pretrained=self.settings.pretrained)
+
+    def network(self, run: RunResult) -> ABNet:
+        """The ABN of a stored run (its last weights) in eval mode; a fine-tuned one with its feature
+        extractor frozen, as it was trained."""
+        config = run.spec.config
+        method = ABNFineTune(self.build_abn(), config["gamma"]) if config["arm"] == "abn+ft" else ABNClassifier(self.build_abn())
+        method.load_state_dict(run.state_dict("last"))
+        return method.model.eval()
+
+    def base(self, r: int) -> RunResult:
+        """Replicate ``r``'s ABN trained with ``L_abn``; predictions ``train`` (for the selection) and ``last`` (test)."""
+        return self._once("base", r, lambda: execute(self.context.store, self._base_run(r), self.context.device))
+
+    def _base_run(self, r: int) -> TrainingRun:
+        train, test = self.data.replicate(r)
+        s = self.settings
+
+        def train_predictions(done: Trained) -> dict[str, dict[str, pd.DataFrame]]:
+            in_order = make_loaders({"eval": train}, s.train.batch_size, r)["eval"]
+            return {"predictions": {"train": done.trainer.predict(done.method, in_order)}}
+
+        return TrainingRun(
+            study=self.name, seed=r, profile=self.profile, datasets={"train": train, "test": test},
+            train=s.train.train_config(s.progress),
+            config={"arm": "abn", "dataset": self.data.name, "replicate": r, "protocol": self.data.protocol,
+                    "backbone": s.backbone, "pretrained": s.pretrained},
+            build=lambda: ABNClassifier(self.build_abn()), label_names=train.label_names,
+            checkpoint_every=s.checkpoint_every, test_every_epoch=True, keep=("last",), after=train_predictions,
+        )
+
+    def abn(self, r: int) -> ABNet:
+        """Replicate ``r``'s trained ABN (:meth:`network` of :meth:`base`)."""
+        return self._once("abn", r, lambda: self.network(self.base(r)))
+
+    def human_edits_folder(self, r: int) -> str:
+        """The store folder of the maps edited by hand against replicate ``r``'s ABN (notebook 04)."""
+        return f"{self.data.name}-human-{self.base(r).spec.key}-r{r}"
+
+    def _folder(self, r: int) -> str:
+        """The store folders' prefix of the ``map_source`` maps made against replicate ``r``'s ABN."""
+        return f"{self.data.name}-{self.source}-{self.base(r).spec.key}-r{r}"
+
+    def _edit_maps(self, r: int, dataset: ArrayDataset, folder: str) -> dict[str, EditedMap]:
+        """Human maps of every item of ``dataset`` against replicate ``r``'s ABN, saved under ``folder``."""
+        base, s = self.base(r), self.settings
+        out = {}
+        for sample_id, network_map in zip(dataset.ids, network_maps(self.abn(r), dataset, self.device), strict=True):
+            edited, provenance = human_map(self.data, sample_id, self.source, network_map, s.edit_budget,
+                                           s.bubble_bandwidth, base.spec.key, checkpoint_words(base))
+            self.maps_store.save(folder, sample_id, edited, provenance)
+            out[sample_id] = EditedMap(edited, provenance)
+        return out
+
+    def edits(self, r: int) -> Edits:
+        """The training maps replicate ``r`` fine-tunes on: the ``selection`` of the ABN's training
+        predictions (up to ``edit_limit``) edited from ``map_source``, or with ``human_edits`` those saved
+        by hand in notebook 04."""
+        return self._once("edits", r, lambda: self._edits(r))
+
+    def _edits(self, r: int) -> Edits:
+        if self.human_edits:
+            folder = self.human_edits_folder(r)
+            maps = self.maps_store.load_all(folder)
+            if not maps:
+                raise FileNotFoundError(
+                    f"replicate {r}: no hand-edited maps in {self.maps_store.root / folder}; edit them with "
+                    "notebooks/04_attention_editor.ipynb (same profile, dataset and replicate) first"
+                )
+            return Edits(maps, list(maps), self.maps_store.root / folder)
+        s = self.settings
+        selected = select_samples(self.base(r).predictions["train"], s.selection, s.edit_limit)
         if not selected:
             raise RuntimeError(
-                f"replicate {r}: no training sample selected by {settings['selection']!r} "
+                f"replicate {r}: no training sample selected by {s.selection!r} "
                 "(every training image classified correctly); use selection 'lowest_confidence'"
             )
+        train, _ = self.data.replicate(r)
         position = {sample_id: i for i, sample_id in enumerate(train.ids)}
-        chosen = train.subset([position[i] for i in selected])
-        maps = edit_maps(
-            data,
-            chosen,
-            model,
-            source,
-            settings,
-            maps_store,
-            f"{folder}-train",
-            base.spec.key,
-            checkpoint,
-            torch_device,
-        )
-    fine = fine_tune(store, data, r, base, maps, selected, settings["gamma"], settings, profile, device)
-    control = fine_tune(store, data, r, base, maps, selected, 0.0, settings, profile, device, keep_weights=False)
-    explain = _explain(
-        store,
-        data,
-        r,
-        base,
-        fine,
-        model,
-        source,
-        settings,
-        profile,
-        maps_store,
-        folder,
-        checkpoint,
-        torch_device,
-    )
-    train_folder = human_edits_folder(data, base, r) if human_edits else f"{folder}-train"
-    return ReplicateResult(
-        r, base, fine, control, explain, maps_store.root / train_folder, maps_store.root / f"{folder}-test", selected
-    )
+        folder = f"{self._folder(r)}-train"
+        maps = self._edit_maps(r, train.subset([position[i] for i in selected]), folder)
+        return Edits(maps, selected, self.maps_store.root / folder)
 
+    def fine_tune(
+        self, r: int, maps: Mapping[str, EditedMap | np.ndarray], ids: Sequence[str], gamma: float,
+        keep_weights: bool = True,
+    ) -> RunResult:
+        """Fine-tune replicate ``r``'s ABN on the samples ``ids`` with their ``maps`` (Eqs. 1-3, branches only).
 
-def _explain(
-    store: RunStore,
-    data: StudyData,
-    r: int,
-    base: RunResult,
-    fine: RunResult,
-    model: ABNet,
-    source: str,
-    settings: Mapping[str, Any],
-    profile: str,
-    maps_store: EditedMapStore,
-    folder: str,
-    checkpoint: str,
-    device: torch.device,
-) -> RunResult:
-    _, test = data.replicate(r)
-    n = min(int(settings["n_explain"]), len(test))
-    config = {
-        "arm": "explain",
-        "base": base.spec.key,
-        "fine_tuned": fine.spec.key,
-        "source": source,
-        "n": n,
-        **{k: settings[k] for k in ("perturbation_step", "road", "edit_budget")},
-    }
-    spec = RunSpec(STUDY, config, r, profile, data_fingerprint({"test": test}))
+        ``maps`` may come from any :class:`EditedMapStore` (e.g. the editor's ``load_all``). ``keep_weights``
+        False stores the run without its weights (the gamma = 0 control: its scores are all a report reads).
+        """
+        base, s = self.base(r), self.settings
+        train, test = self.data.replicate(r)
+        subset = EditedMapDataset(train, maps, ids)
+        run = TrainingRun(
+            study=self.name, seed=r, profile=self.profile, datasets={"train": subset, "test": test},
+            train=s.finetune.train_config(s.progress),
+            config={"arm": "abn+ft", "gamma": float(gamma), "base": base.spec.key, "dataset": self.data.name,
+                    "replicate": r, "n_samples": len(subset)},
+            build=lambda: ABNFineTune(self.build_abn(), gamma), label_names=train.label_names,
+            checkpoint_every=s.checkpoint_every, test_every_epoch=True, keep=("last",) if keep_weights else (),
+            prepare=lambda method: method.load_state_dict(base.state_dict("last")),
+        )
+        return execute(self.context.store, run, self.context.device)
 
-    def fn(workdir: Path) -> dict[str, Any]:
-        seed_everything(r)
-        maps = edit_maps(
-            data,
-            test,
-            model,
-            source,
-            settings,
-            maps_store,
-            f"{folder}-test",
-            base.spec.key,
-            checkpoint,
-            device,
-        )
-        target = torch.stack([torch.from_numpy(maps[i].map) for i in test.ids])
-        labels = torch.as_tensor(test.labels)
-        wrong = torch.from_numpy(base.predictions["last"]["pred"].to_numpy() != test.labels)
-        table1 = (
-            table1_errors(model, test.images[wrong], labels[wrong], target[wrong][:, None], device)
-            if wrong.any()
-            else {"n": 0, "error_before": float("nan"), "error_after": float("nan")}
-        )
-        tuned = ABNFineTune(build_abn(settings, data), settings["gamma"])
-        tuned.load_state_dict(fine.state_dict("last"))
-        scores = explanation_scores(
-            {"base": model, "fine-tuned": tuned.model}, test.images[:n], target[:n], settings, device
-        )
-        scores.insert(0, "id", [test.ids[i] for i in scores["image"]])
+    def fine_tuned(self, r: int) -> RunResult:
+        """Replicate ``r``'s ABN fine-tuned on :meth:`edits` with the profile's ``gamma``."""
+        return self._once("fine_tuned", r, lambda: self.fine_tune(r, self.edits(r).maps, self.edits(r).ids,
+                                                                  self.settings.gamma))
+
+    def control(self, r: int) -> RunResult:
+        """The gamma = 0 control: the same samples and schedule without the maps; stored without weights."""
+        return self._once("control", r, lambda: self.fine_tune(r, self.edits(r).maps, self.edits(r).ids, 0.0,
+                                                               keep_weights=False))
+
+    def explain(self, r: int) -> RunResult:
+        """Replicate ``r``'s explanation pass on its test split (step 4 of the module docstring): the test
+        images' maps from ``map_source``, Table 1 (``metrics["table1"]``) and per image and method the
+        scores of :func:`explanation_scores` (``predictions["explanations"]``, the first ``n_explain``)."""
+        return self._once("explain", r, lambda: self._explain(r))
+
+    def _explain(self, r: int) -> RunResult:
+        base, fine, s = self.base(r), self.fine_tuned(r), self.settings
+        model, device = self.abn(r), self.device  # built before the run seeds: its draws would shift ROAD's
+        _, test = self.data.replicate(r)
+        n = min(s.n_explain, len(test))
+        config = {"arm": "explain", "base": base.spec.key, "fine_tuned": fine.spec.key, "source": self.source, "n": n,
+                  "perturbation_step": s.perturbation_step, "road": s.road, "edit_budget": s.edit_budget}
+        spec = RunSpec(self.name, config, r, self.profile, data_fingerprint({"test": test}))
+
+        def fn(workdir: Path) -> dict[str, Any]:
+            seed_everything(r)
+            maps = self._edit_maps(r, test, f"{self._folder(r)}-test")
+            target = torch.stack([torch.from_numpy(maps[i].map) for i in test.ids])
+            labels = torch.as_tensor(test.labels)
+            wrong = torch.from_numpy(base.predictions["last"]["pred"].to_numpy() != test.labels)
+            table1 = (
+                table1_errors(model, test.images[wrong], labels[wrong], target[wrong][:, None], device)
+                if wrong.any()
+                else {"n": 0, "error_before": float("nan"), "error_after": float("nan")}
+            )
+            scores = explanation_scores({"base": model, "fine-tuned": self.network(fine)}, test.images[:n], target[:n],
+                                        s.perturbation_step, s.perturbation_batch, s.road, device)
+            scores.insert(0, "id", [test.ids[i] for i in scores["image"]])
+            return {"history": pd.DataFrame({"epoch": []}), "metrics": {"table1": table1},
+                    "predictions": {"explanations": scores}}
+
+        return self.context.store.run(spec, fn)
+
+    # -- the engine's hooks -------------------------------------------------------------------------------
+
+    def arms(self) -> list[str]:
+        return list(ARMS)
+
+    def run_arm(self, arm: str, seed: int, scenario: str = "default") -> ArmRun:
+        """The arm's network for replicate ``seed``: its test metrics (last weights); the ABN arm adds its
+        maps' explanation scores and Table 1, the fine-tuned arm its map's explanation scores."""
+        if arm == ARMS[0]:
+            runs = [self.base(seed), self.explain(seed)]
+            means = explanation_means(runs[1])
+            values = {**last_metrics(runs[0]), **{m: means.at["ABN", m] for m in MEASURES},
+                      **{f"{m}/{method}": means.at[method, m] for method in ("CAM", "Grad-CAM") for m in MEASURES},
+                      **{f"table1/{k}": v for k, v in runs[1].metrics["table1"].items()}}
+        elif arm == ARMS[1]:
+            runs = [self.fine_tuned(seed), self.explain(seed)]
+            means = explanation_means(runs[1])
+            values = {**last_metrics(runs[0]), **{m: means.at["fine-tuned", m] for m in MEASURES}}
+        elif arm == ARMS[2]:
+            runs = [self.control(seed)]
+            values = last_metrics(runs[0])
+        else:
+            raise ValueError(f"unknown arm {arm!r}; choose from {ARMS}")
+        return ArmRun(arm, scenario, seed, runs, {"last": {k: float(v) for k, v in values.items()}},
+                      {"last": int(runs[0].metrics["last_epoch"])})
+
+    def comparisons(self) -> list[Comparison]:
+        return [Comparison(ARMS[1], ARMS[0]), Comparison(ARMS[1], ARMS[2])]
+
+    def tests(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """The paired t-tests over replicates: of each arm comparison, of each map vs Grad-CAM of the ABN
+        (:data:`MAP_PAIRS`; deletion, insertion, MSE) and of Table 1 (the ABN fed M' vs fed its own M,
+        :data:`TABLE1`), on the metrics both sides have; columns as :meth:`Study.tests`."""
+        chosen = set(metrics) if metrics is not None else set(self.metrics)
+        rows = []
+        if "last" in self.checkpoints():
+            labels = {method: f"{method} of ABN" if suffix else arm for method, (arm, suffix) in EXPLAINED.items()}
+            maps = self.explanations().replace({"method": labels}).rename(columns={"method": "arm"})
+            rows += [self._test_row(maps, "default", pair, m, "last")
+                     for pair in MAP_PAIRS for m in TESTED_MEASURES if m in chosen]
+            table1 = self.table1().rename(columns={"replicate": "seed"})
+            if "table1/error_after" in chosen:
+                fed = pd.concat([table1.assign(arm=TABLE1.method),
+                                 table1.assign(arm=TABLE1.reference, error_after=table1["error_before"])])
+                rows.append(self._test_row(fed.rename(columns={"error_after": "table1/error_after"}), "default",
+                                           TABLE1, "table1/error_after", "last"))
+        frame = super().tests(metrics)
+        frame = pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True)
+        return frame.dropna(subset=["median method", "median reference"]).reset_index(drop=True)
+
+    def verdict(
+        self, checkpoint: str | None = None, metrics: Sequence[str] | None = None, scenario: str | None = None,
+        alpha: float = 0.05,
+    ) -> str:
+        """:meth:`Study.verdict` on :data:`VERDICT_METRICS` unless ``metrics`` are given."""
+        return super().verdict(checkpoint, VERDICT_METRICS if metrics is None else metrics, scenario, alpha)
+
+    def claim_specs(self) -> list[ClaimSpec]:
+        fine_tuned, abn = Comparison(ARMS[1], ARMS[0]), Comparison(ARMS[1], ARMS[2])
+        grad_cam = MAP_PAIRS[0]
+        return [
+            ClaimSpec("fine-tuning with edited maps raises test accuracy", fine_tuned, "accuracy",
+                      "CUB +4-7 points from scratch, about +1 pretrained (Table 3); IDRiD ResNet-18/34/50 "
+                      "95.33/96.88/97.22 -> 96.88/97.23/99.17 % (Table 6)", checkpoint="last"),
+            ClaimSpec("the gain comes from the edited maps, not from more training on the hard images "
+                      "(a control the paper does not run)", abn, "accuracy", "", checkpoint="last"),
+            ClaimSpec("feeding edited maps in place of M corrects misclassified images (no training)", TABLE1,
+                      "table1/error_after", "100 -> 83.2 % top-1 error (ImageNet, 1,000 images; Table 1)",
+                      checkpoint="last"),
+            ClaimSpec("the fine-tuned map is more faithful than the ABN's: lower deletion", fine_tuned, "deletion",
+                      "0.071 -> 0.056 (CUB, Table 4); 0.384 -> 0.310 (IDRiD, Table 7)", checkpoint="last"),
+            ClaimSpec("the fine-tuned map is more faithful than the ABN's: higher insertion", fine_tuned, "insertion",
+                      "0.633 -> 0.683 (CUB, Table 4); 0.652 -> 0.892 (IDRiD, Table 7)", checkpoint="last"),
+            ClaimSpec("the fine-tuned map is closer to the edited maps than the ABN's", fine_tuned, "mse",
+                      "0.550 -> 0.205 (CUB, Table 5); 0.129 -> 0.090 (IDRiD, Table 8)", checkpoint="last"),
+            ClaimSpec("the fine-tuned map is more faithful than Grad-CAM: lower deletion", grad_cam, "deletion",
+                      "0.148 -> 0.056 (CUB, Table 4); 0.285 -> 0.310 (IDRiD, Table 7)", checkpoint="last"),
+            ClaimSpec("the fine-tuned map is more faithful than Grad-CAM: higher insertion", grad_cam, "insertion",
+                      "0.397 -> 0.683 (CUB, Table 4); 0.747 -> 0.892 (IDRiD, Table 7)", checkpoint="last"),
+            ClaimSpec("the fine-tuned map is closer to the edited maps than Grad-CAM", grad_cam, "mse",
+                      "0.388 -> 0.205 (CUB, Table 5); 0.153 -> 0.090 (IDRiD, Table 8)", checkpoint="last"),
+        ]
+
+    # -- what the report shows -----------------------------------------------------------------------------
+
+    def runs_table(self) -> pd.DataFrame:
+        """One row per replicate and arm: test ``accuracy`` (last weights), its epoch, the fine-tuning set size."""
+        return pd.DataFrame([
+            {"replicate": r.seed, "arm": r.arm, "accuracy": r.values["last"]["accuracy"], "epoch": r.epochs["last"],
+             "n_finetune": len(self.edits(r.seed).ids)}
+            for r in self.runs
+        ])
+
+    def table1(self) -> pd.DataFrame:
+        """Table 1 per replicate: misclassified test images and their error with M (before) and M' (after)."""
+        wide = self.wide("last")
+        columns = {"seed": "replicate", "table1/n": "n", "table1/error_before": "error_before",
+                   "table1/error_after": "error_after"}
+        part = wide.loc[wide["arm"] == ARMS[0]].reindex(columns=list(columns)).rename(columns=columns)
+        return part.dropna(subset=["n"]).reset_index(drop=True)
+
+    def explanations(self) -> pd.DataFrame:
+        """Tables 4-5 / 7-8 per replicate: one row per seed and explanation method (:data:`EXPLAINED`),
+        mean deletion, insertion, ROAD and MSE over the explained test images."""
+        wide = self.wide("last")
+        parts = []
+        for method, (arm, suffix) in EXPLAINED.items():
+            part = wide.loc[wide["arm"] == arm].reindex(columns=["seed", *(m + suffix for m in MEASURES)])
+            parts.append(part.set_axis(["seed", *MEASURES], axis=1).assign(method=method))
+        frame = pd.concat(parts)[["seed", "method", *MEASURES]]
+        return frame.dropna(subset=list(MEASURES), how="all").reset_index(drop=True)
+
+    def explanation_table(self) -> pd.DataFrame:
+        """Tables 4-5 / 7-8: per explanation method, median ± std over replicates of :meth:`explanations`."""
+        return median_std(self.explanations(), list(MEASURES), "method").display.reindex(list(EXPLAINED))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
         return {
-            "history": pd.DataFrame({"epoch": []}),
-            "metrics": {"table1": table1},
-            "predictions": {"explanations": scores},
+            "runs: test accuracy of the last weights per replicate and arm": self.runs_table(),
+            **super().tables(),
+            "Table 1: misclassified test images, top-1 error with M and with the edited maps M' (no training)":
+                self.table1(),
+            "Tables 4-5 / 7-8: deletion, insertion, ROAD, MSE to the edited map, median ± std over replicates "
+            "(last weights)": self.explanation_table(),
         }
 
-    return store.run(spec, fn)
+    def training_curves(self, r: int) -> dict[str, pd.DataFrame]:
+        """Per-epoch histories of replicate ``r``'s three runs, the fine-tuning epochs numbered on from the ABN's last."""
+        base = self.base(r)
+        offset = int(base.metrics["last_epoch"])
+        tuned = {ARMS[1]: self.fine_tuned(r), ARMS[2]: self.control(r)}
+        return {ARMS[0]: base.history,
+                **{name: run.history.assign(epoch=run.history["epoch"] + offset) for name, run in tuned.items()}}
 
+    def overlays(self, r: int, n: int = 4) -> dict[str, Any]:
+        """Replicate ``r``'s first ``n`` test images (misclassified by the ABN first) and per image the ABN
+        map, the edited map and the fine-tuned map, with titles and how the weights were chosen, for
+        ``plots.map_grid``."""
+        _, test = self.data.replicate(r)
+        base, fine = self.base(r), self.fine_tuned(r)
+        edited = self.maps_store.load_all(f"{self._folder(r)}-test")
+        before, after = base.predictions["last"], fine.predictions["last"]
+        order = np.argsort(before["pred"].to_numpy() == test.labels, kind="stable")[:n]
+        subset = test.subset(order)
+        maps_base = network_maps(self.abn(r), subset, self.device)
+        maps_tuned = network_maps(self.network(fine), subset, self.device)
+        names = test.label_names
+        return {
+            "images": [img.permute(1, 2, 0).numpy() for img in subset.images],
+            "maps": [[maps_base[k], edited[sample_id].map, maps_tuned[k]] for k, sample_id in enumerate(subset.ids)],
+            "row_titles": [
+                f"{sample_id}: true {names[test.labels[i]]}\nABN {names[before['pred'][i]]}, "
+                f"fine-tuned {names[after['pred'][i]]}"
+                for sample_id, i in zip(subset.ids, order, strict=True)
+            ],
+            "col_titles": ["ABN map (M)", "edited map (M')", "fine-tuned map"],
+            "selection": f"replicate {r}, last weights (ABN epoch {base.metrics['last_epoch']}, fine-tuned epoch "
+                         f"{fine.metrics['last_epoch']}); misclassified test images first",
+        }
 
-# ----------------------------------------------------------------------------------------- reporting
-
-
-def training_curves(result: ReplicateResult) -> dict[str, pd.DataFrame]:
-    """Per-epoch histories of a replicate's three runs, the fine-tuning epochs numbered on from the ABN's last."""
-    offset = int(result.base.metrics["last_epoch"])
-    shifted = {
-        name: run.history.assign(epoch=run.history["epoch"] + offset)
-        for name, run in ((ARMS[1], result.fine_tuned), (ARMS[2], result.control))
-    }
-    return {ARMS[0]: result.base.history, **shifted}
-
-
-def accuracy_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
-    """One row per replicate and arm: test ``accuracy`` (last weights) and the fine-tuning set size."""
-    rows = []
-    for res in results:
-        for arm, run in zip(ARMS, (res.base, res.fine_tuned, res.control), strict=True):
-            rows.append(
-                {
-                    "replicate": res.replicate,
-                    "arm": arm,
-                    "accuracy": run.metrics["last"]["accuracy"],
-                    "epoch": run.metrics["last_epoch"],
-                    "n_finetune": len(res.selected),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def explanation_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
-    """Per replicate and explanation method: mean deletion, insertion, ROAD and MSE over the explained images."""
-    parts = []
-    for res in results:
-        frame = res.explain.predictions["explanations"]
-        means = (
-            frame.groupby("method", sort=False)[["deletion", "insertion", "road", "mse"]].mean().reset_index()
-        )
-        means.insert(0, "replicate", res.replicate)
-        parts.append(means)
-    return pd.concat(parts, ignore_index=True)
-
-
-def table1_frame(results: Sequence[ReplicateResult]) -> pd.DataFrame:
-    """Table 1 per replicate: misclassified test images and their error before / after the edited maps."""
-    return pd.DataFrame([{"replicate": res.replicate, **res.table1} for res in results])
-
-
-def verdict(
-    accuracy: pd.DataFrame, explanations: pd.DataFrame, alpha: float = 0.05, profile: str | None = None
-) -> str:
-    """One computed sentence: did fine-tuning with edited maps improve accuracy and the explanation metrics?
-    (After the smoke caveat when ``profile`` is ``smoke``.)"""
-    acc = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[0], pair="replicate")
-    control = paired_t_test(accuracy, "accuracy", "arm", ARMS[1], ARMS[2], pair="replicate")
-    parts = [
-        f"fine-tuning with edited maps changed test accuracy by {acc['mean_a'] - acc['mean_b']:+.3f} "
-        f"({outcome_words(acc, alpha, True, 'paired t-test p')})",
-        f"against the same fine-tuning without maps (gamma = 0) by {control['mean_a'] - control['mean_b']:+.3f} "
-        f"({outcome_words(control, alpha, True)})",
-    ]
-    for metric, higher in (("deletion", False), ("insertion", True), ("mse", False)):
-        test = paired_t_test(explanations, metric, "method", "fine-tuned", "ABN", pair="replicate")
-        parts.append(describe_change(test, metric, alpha, higher))
-    return with_profile_caveat("On this data, " + "; ".join(parts) + ".", profile)
-
-
-def overlays(
-    results: Sequence[ReplicateResult],
-    data: StudyData,
-    settings: Mapping[str, Any],
-    n: int = 4,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Images, and per image the ABN map, the edited map and the fine-tuned map (first replicate's test
-    images: misclassified by the base model first), with titles, for ``plots.map_grid``."""
-    res = results[0]
-    _, test = data.replicate(res.replicate)
-    torch_device = torch.device(device) if device else torch.device("cpu")
-    base = load_abn(res.base, settings, data)
-    tuned = ABNFineTune(build_abn(settings, data), settings["gamma"])
-    tuned.load_state_dict(res.fine_tuned.state_dict("last"))
-    edited = EditedMapStore(res.test_maps.parent).load_all(res.test_maps.name)
-    before, after = res.base.predictions["last"], res.fine_tuned.predictions["last"]
-    order = np.argsort(before["pred"].to_numpy() == test.labels, kind="stable")[:n]
-    subset = test.subset(order)
-    maps_base = network_maps(base, subset, torch_device)
-    maps_tuned = network_maps(tuned.model.eval(), subset, torch_device)
-    names = test.label_names
-    return {
-        "images": [img.permute(1, 2, 0).numpy() for img in subset.images],
-        "maps": [
-            [maps_base[k], edited[sample_id].map, maps_tuned[k]] for k, sample_id in enumerate(subset.ids)
-        ],
-        "row_titles": [
-            f"{sample_id}: true {names[test.labels[i]]}\nABN {names[before['pred'][i]]}, "
-            f"fine-tuned {names[after['pred'][i]]}"
-            for sample_id, i in zip(subset.ids, order, strict=True)
-        ],
-        "col_titles": ["ABN map (M)", "edited map (M')", "fine-tuned map"],
-        "selection": f"replicate {res.replicate}, last weights (ABN epoch {res.base.metrics['last_epoch']}, "
-        f"fine-tuned epoch {res.fine_tuned.metrics['last_epoch']}); misclassified test images first",
-    }
+    def figures(self, seed: int | None = None) -> list[Figure]:
+        """Replicate ``seed``'s (default the first run's) test accuracy per epoch, every replicate's test
+        accuracy per arm, and the replicate's maps before and after (Figs. 8-10); last weights throughout."""
+        seed = self.runs[0].seed if seed is None else seed
+        views = self.overlays(seed)
+        return [
+            plots.epoch_curves(self.training_curves(seed), "test_accuracy",
+                               title=f"replicate {seed}: test accuracy per epoch (the last epoch of each run is used)"),
+            plots.metric_by_arm(self.wide("last"), "accuracy", arms=list(ARMS),
+                                title=f"test accuracy per replicate ({self.data.name}), last weights"),
+            plots.map_grid(views["images"], views["maps"], row_titles=views["row_titles"],
+                           col_titles=views["col_titles"], suptitle=views["selection"]),
+        ]

@@ -1,4 +1,5 @@
-"""The GALA + ClickMe study (paper 4): which network, supervised how, is accurate and looks where people do.
+"""The GALA + ClickMe study (paper 4, :class:`GALAStudy`): which network, supervised how, is accurate and looks
+where people do.
 
 Per seed, every arm is trained from the profile's schedule (SGD + Nesterov, step decay; the last
 epoch's weights are scored) on the same images with the same paired crop-and-flip augmentation:
@@ -15,14 +16,15 @@ attention (the supervised volumes reduced by the column-wise L2 norm, each layer
 to the image and averaged over layers) and of its SmoothGrad saliency: the mean per-image Spearman rho with
 the held-out human map, as a fraction of the inter-rater reliability, with a shuffled-pairs null, over the
 images that have a map (GALA-era ClickMe validation records have none). Images without a map are also left
-out of the map loss. Every arm and seed is a run of the shared run store (study ``gala``).
+out of the map loss. Every arm and seed is a run of the shared run store (study ``gala``); GALA + ClickMe is
+tested against each other arm of Table 1's pairs and the controls with paired t-tests over seeds.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +32,103 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from attnlib import explanations as xai
+from attnlib.core.device import default_device
 from attnlib.data.arrays import ArrayDataset
-from attnlib.data.clickme import PAPER_INTERRATER_RHO, ClickMe, clickme_files, split_of
-from attnlib.data.defaults import synthetic_finegrained
 from attnlib.data.layouts import resolve_dataset
-from attnlib.data.paired import MapKind, PairedMaps
-from attnlib.data.synthetic_finegrained import FineGrainedDataset
-from attnlib.explore import interrater_reliability
+from attnlib.data.maps.paired import MapKind, PairedMaps
+from attnlib.data.maps.sources import clickme_map
+from attnlib.data.real.clickme import (
+    PAPER_INTERRATER_NULL,
+    PAPER_INTERRATER_RHO,
+    ClickMe,
+    clickme_files,
+    split_of,
+)
+from attnlib.data.synthetic.defaults import synthetic_finegrained
+from attnlib.data.synthetic.finegrained import FineGrainedDataset
+from attnlib.engine.executor import Trained, TrainingRun, execute
+from attnlib.engine.runstore import RunResult
+from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, StudyContext
+from attnlib.engine.trainer import TrainConfig
+from attnlib.evaluation import explanations as xai
+from attnlib.evaluation.alignment import interrater_reliability
+from attnlib.evaluation.metrics import human_alignment, spearman_per_image
+from attnlib.evaluation.stats import median_std, one_way_anova
+from attnlib.losses.clickme import Variant as LossVariant
 from attnlib.losses.clickme import default_weight, reduce_volume
-from attnlib.map_sources import clickme_map
+from attnlib.methods.base import Classifier, Method
 from attnlib.methods.gala import ClickMeSupervised
-from attnlib.metrics import human_alignment, spearman_per_image
-from attnlib.models.gala import create_gala_resnet, forward_with_volumes
-from attnlib.models.registry import create_model
-from attnlib.profiles import load_profile
-from attnlib.progress import tqdm
-from attnlib.seeding import seed_everything
-from attnlib.stats import describe_change, paired_t_test, with_profile_caveat
-from attnlib.training.experiment import data_fingerprint, make_loaders, score
-from attnlib.training.methods import Classifier, Method
-from attnlib.training.runstore import RunResult, RunSpec, RunStore
-from attnlib.training.trainer import TrainConfig, Trainer
+from attnlib.models.gala import Variant, create_gala_resnet, forward_with_volumes
+from attnlib.models.registry import Pretrained, create_model
+from attnlib.reporting import plots
 
 log = logging.getLogger(__name__)
 
-STUDY = "gala"
 DATASETS = ("synthetic", "clickme")
 #: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set.
 LAYOUT_DATASETS = {"synthetic": "synthetic", "clickme": "clickme"}
 TABLE1 = ("ResNet", "SE-ResNet", "GALA", "GALA + ClickMe")
 CONTROLS = ("GALA + boxes", "ResNet + map loss")
+#: The arms whose networks the figures load (:meth:`GALAStudy.figure_inputs`): only their runs keep weights.
+FIGURE_ARMS = ("GALA", "GALA + ClickMe")
+#: The test metrics, in report order (errors over every test image; alignments as fractions of the ceiling).
+METRICS: dict[str, Metric] = {
+    "top1_error": Metric("top-1 error", higher_is_better=False),
+    "top5_error": Metric("top-5 error", higher_is_better=False),
+    "alignment": Metric("attention alignment (fraction of the inter-rater ceiling)"),
+    "smoothgrad": Metric("SmoothGrad alignment (fraction of the inter-rater ceiling)"),
+}
+#: The metrics the verdict speaks about: top-1 error and the alignment of attention and of SmoothGrad.
+VERDICT_METRICS = ("top1_error", "alignment", "smoothgrad")
+#: The weights every run is scored and shown with: the fixed schedule's last epoch (none is chosen on data).
+CHECKPOINT = "last"
+
+
+@dataclass(frozen=True)
+class GALASettings:
+    """The profile's ``gala`` section.
+
+    ``image_size``: side of real ClickMe images after resizing; ``backbone``: the ResNet the arms add
+    ``gala_`` / ``se`` to; ``variant``: GALA block and placement; ``loss_variant``: the ClickMe loss;
+    ``weight``: lambda (None: the loss variant's, :attr:`map_weight`); ``lambdas``: the sweep, used as
+    given; ``box_threshold``: the box control's cut (fraction of the map's maximum); ``blur_kernel``: of the
+    synthetic maps; schedule: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``lr_milestones`` (x0.1);
+    ``augment_padding``: the paired crop; ``interrater_ceiling`` (None: measured on the synthetic set,
+    0.58 for ClickMe); ``n_align``: test images scored for alignment; ``smoothgrad_samples`` /
+    ``smoothgrad_noise``; ``checkpoint_every``: epochs between resumable checkpoints (None: none);
+    ``progress``: a progress bar per run.
+    """
+
+    image_size: int
+    backbone: str
+    pretrained: Pretrained
+    variant: Variant
+    loss_variant: LossVariant
+    weight: float | None
+    lambdas: tuple[float, ...]
+    box_threshold: float
+    blur_kernel: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_milestones: tuple[int, ...]
+    augment_padding: int
+    interrater_ceiling: float | None
+    n_align: int
+    smoothgrad_samples: int
+    smoothgrad_noise: float
+    checkpoint_every: int | None
+    progress: bool
+
+    @property
+    def map_weight(self) -> float:
+        """The map-loss weight of "GALA + ClickMe" and the controls: ``weight``, or when it is None the
+        ``loss_variant``'s (:func:`~attnlib.losses.clickme.default_weight`: 6 paper, 1e-5 public code)."""
+        return default_weight(self.loss_variant) if self.weight is None else self.weight
 
 
 @dataclass(frozen=True)
@@ -73,43 +139,6 @@ class Arm:
     family: str
     weight: float | None
     maps: MapKind = "clickme"
-
-
-def study_settings(profile: str | None) -> dict[str, Any]:
-    """The profile's ``gala`` section, its ``weight`` resolved by :func:`map_weight`."""
-    section = load_profile(profile)["gala"]
-    return {**section, "weight": map_weight(section)}
-
-
-def map_weight(settings: Mapping[str, Any]) -> float:
-    """The map-loss weight of "GALA + ClickMe" and the controls: ``weight``, or when it is None the
-    ``loss_variant``'s (:func:`~attnlib.losses.clickme.default_weight`: 6 paper, 1e-5 public code)."""
-    weight = settings["weight"]
-    return default_weight(settings["loss_variant"]) if weight is None else float(weight)
-
-
-def arms(settings: Mapping[str, Any]) -> dict[str, Arm]:
-    """Table 1's arms, the two controls and the lambda sweep (``GALA + ClickMe (lambda=x)``), in order.
-
-    The weight is :func:`map_weight`; the sweep's ``lambdas`` are used as given. Sweep points equal to 0 or
-    to the weight are the same runs as "GALA" and "GALA + ClickMe" (the run store keys runs by
-    configuration, not by name)."""
-    weight = map_weight(settings)
-    out = {
-        "ResNet": Arm("", None),
-        "SE-ResNet": Arm("se", None),
-        "GALA": Arm("gala_", 0.0),
-        "GALA + ClickMe": Arm("gala_", weight),
-        "GALA + boxes": Arm("gala_", weight, "box"),
-        "ResNet + map loss": Arm("", weight),
-    }
-    for value in settings["lambdas"]:
-        out[sweep_name(float(value))] = Arm("gala_", float(value))
-    return out
-
-
-#: The arms whose networks the figures load (:func:`_figure_inputs`): only their runs keep weights.
-FIGURE_ARMS = ("GALA", "GALA + ClickMe")
 
 
 def sweep_name(value: float) -> str:
@@ -139,58 +168,28 @@ class StudyData:
         return list(self.train.label_names)
 
 
-def load_data(
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
-    profile: str | None = None,
-    **synthetic: Any,
-) -> StudyData:
-    """``synthetic``: the ClickMe-like default (the fine-grained generator with the profile's
-    ``gala_synthetic`` knobs; maps made from the simulated players' bubbles the way ClickMe makes them,
-    the ceiling measured between two halves of the players); ``clickme``: the real ClickMe files under
-    ``data_root`` (train and test splits by file name, val when there is no test; the paper's 49-px
-    blur; ceiling 0.58 unless the profile sets ``interrater_ceiling``). ``dataset`` None: ``synthetic``
-    without ``data_root``, else told from the folder's layout (:func:`~attnlib.data.layouts.resolve_dataset`)."""
-    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "GALA")
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    if synthetic and (dataset != "synthetic" or data_root is not None):
-        raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
-    settings = study_settings(profile)
-    if dataset == "clickme":
-        if data_root is None:
-            raise ValueError("dataset 'clickme' needs data_root (a folder of ClickMe .npz or TFRecord files)")
-        return _clickme(Path(data_root), settings)
-    root = (
-        Path(data_root)
-        if data_root is not None
-        else synthetic_finegrained(profile, section="gala_synthetic", **synthetic)
-    )
-    return _synthetic(root, settings)
-
-
-def _clickme(root: Path, settings: Mapping[str, Any]) -> StudyData:
-    size = int(settings["image_size"])
+def load_clickme(root: Path, image_size: int, ceiling: float | None) -> StudyData:
+    """The real ClickMe files under ``root``: train and test splits by file name (val when there is no test),
+    images at ``image_size`` px; the alignment ceiling ``ceiling``, else the paper's 0.58."""
     _, files = clickme_files(root)
     splits = {split_of(f.relative_to(root).as_posix() if root.is_dir() else f.name) for f in files}
     held_out = "test" if "test" in splits else "val"  # the GALA-era release has train and val only
     if not {"train", held_out} <= splits:
-        raise ValueError(
-            f"{root}: ClickMe needs train and test (or val) files by name; found {sorted(splits)}"
-        )
-    train, test = (ClickMe(root, split=s, image_size=size) for s in ("train", held_out))
-    ceiling = settings["interrater_ceiling"] or PAPER_INTERRATER_RHO
-    source = "profile" if settings["interrater_ceiling"] else "the paper's value for ClickMe"
-    description = f"ClickMe at {root}: {len(train)} train / {len(test)} {held_out} images at {size} px"
-    return StudyData("clickme", train, test, None, None, float(ceiling), source, description)
+        raise ValueError(f"{root}: ClickMe needs train and test (or val) files by name; found {sorted(splits)}")
+    train, test = (ClickMe(root, split=s, image_size=image_size) for s in ("train", held_out))
+    source = "profile" if ceiling else "the paper's value for ClickMe"
+    description = f"ClickMe at {root}: {len(train)} train / {len(test)} {held_out} images at {image_size} px"
+    ceiling = float(ceiling or PAPER_INTERRATER_RHO)
+    return StudyData("clickme", train, test, None, None, ceiling, source, description)
 
 
-def _synthetic(root: Path, settings: Mapping[str, Any]) -> StudyData:
+def load_synthetic(root: Path, blur_kernel: int, ceiling: float | None) -> StudyData:
+    """The synthetic ClickMe-like set at ``root``: maps from the simulated players' bubbles blurred by
+    ``blur_kernel``; the ceiling ``ceiling``, else measured between two halves of the players."""
     parts = {split: FineGrainedDataset(root, split) for split in ("train", "test")}
-    kernel = int(settings["blur_kernel"])
-    measured = interrater_reliability(parts["test"], kernel)  # split-half players, with the shuffled null
-    if settings["interrater_ceiling"]:
-        ceiling, source = float(settings["interrater_ceiling"]), "profile"
+    measured = interrater_reliability(parts["test"], blur_kernel)  # split-half players, with the shuffled null
+    if ceiling:
+        source = "profile"
     else:
         ceiling = measured.rho
         source = f"measured between player halves on the test images (null {measured.null_rho:.3f})"
@@ -199,14 +198,15 @@ def _synthetic(root: Path, settings: Mapping[str, Any]) -> StudyData:
         f"synthetic ClickMe-like set {root.name}: {config.n_images} images {config.size} px, "
         f"{config.n_classes} classes decided by a {config.part_radius}-px part, a context square agreeing with "
         f"the label in {config.distractor_correlation_train:.0%} of training images (chance in test), "
-        f"{config.n_annotators} players x {config.bubbles_per_annotator} bubbles per image, maps blurred {kernel} px"
+        f"{config.n_annotators} players x {config.bubbles_per_annotator} bubbles per image, "
+        f"maps blurred {blur_kernel} px"
     )
     return StudyData(
         "synthetic",
         ArrayDataset.from_dataset(parts["train"]),
         ArrayDataset.from_dataset(parts["test"]),
-        _maps(parts["train"], kernel),
-        _maps(parts["test"], kernel),
+        _maps(parts["train"], blur_kernel),
+        _maps(parts["test"], blur_kernel),
         float(ceiling),
         source,
         description,
@@ -217,114 +217,6 @@ def _maps(dataset: FineGrainedDataset, kernel: int) -> Tensor:
     size = (dataset.config.size, dataset.config.size)
     maps = [clickme_map(dataset.bubbles(i), size, kernel) for i in range(len(dataset))]
     return torch.from_numpy(np.stack(maps))[:, None]
-
-
-# ------------------------------------------------------------------------------------------ training
-
-
-def train_config(settings: Mapping[str, Any]) -> TrainConfig:
-    """SGD with Nesterov momentum and the profile's step decay (x0.1 at ``lr_milestones``)."""
-    return TrainConfig(
-        epochs=int(settings["epochs"]),
-        batch_size=int(settings["batch_size"]),
-        optimizer="sgd_nesterov",
-        lr=float(settings["lr"]),
-        weight_decay=float(settings["weight_decay"]),
-        plateau_patience=None,
-        lr_milestones=tuple(settings["lr_milestones"]),
-        progress=bool(settings.get("progress", True)),
-    )
-
-
-def build_model(arm: Arm, settings: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """The arm's network: ``<family><backbone>`` from the registry (GALA with the profile's ``variant``)."""
-    backbone = settings["backbone"]
-    if arm.family == "gala_":
-        return create_gala_resnet(backbone, num_classes, 3, settings["pretrained"], settings["variant"])
-    return create_model(f"{arm.family}{backbone}", num_classes, 3, settings["pretrained"])
-
-
-def build_method(arm: Arm, settings: Mapping[str, Any], num_classes: int) -> Method:
-    """Cross-entropy (``weight`` None) or :class:`ClickMeSupervised` with the arm's weight."""
-    model = build_model(arm, settings, num_classes)
-    if arm.weight is None:
-        return Classifier(model)
-    return ClickMeSupervised(model, arm.weight, settings["loss_variant"])
-
-
-def train_arm(
-    store: RunStore,
-    data: StudyData,
-    arm: Arm,
-    seed: int,
-    settings: Mapping[str, Any],
-    profile: str,
-    device: str | None = None,
-) -> RunResult:
-    """One arm and seed: trained, scored on the test split (errors, alignment), stored; with its last
-    weights only when it is one of :data:`FIGURE_ARMS` (by configuration: the figures load nothing else)."""
-    cfg = train_config(settings)
-    keeps_weights = arm in [arms(settings)[name] for name in FIGURE_ARMS]
-    train = PairedMaps(
-        data.train,
-        data.train_maps,
-        arm.maps,
-        int(settings["augment_padding"]),
-        float(settings["box_threshold"]),
-    )
-    test = PairedMaps(data.test, data.test_maps)
-    config = {
-        "arm": asdict(arm),
-        "dataset": data.name,
-        "backbone": f"{arm.family}{settings['backbone']}",
-        "pretrained": settings["pretrained"],
-        "variant": settings["variant"] if arm.family == "gala_" else None,
-        "loss_variant": settings["loss_variant"] if arm.weight is not None else None,
-        "n_align": int(settings["n_align"]),
-        "smoothgrad": [int(settings["smoothgrad_samples"]), float(settings["smoothgrad_noise"])],
-        "train": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-    }
-    spec = RunSpec(STUDY, config, seed, profile, data_fingerprint({"train": train, "test": test}))
-
-    def fn(workdir: Path) -> dict[str, Any]:
-        seed_everything(seed, deterministic=cfg.deterministic)
-        method = build_method(arm, settings, len(data.label_names))
-        loaders = make_loaders({"train": train, "test": test}, cfg.batch_size, seed)
-        trainer = Trainer(cfg, device=device, checkpoint_every=settings["checkpoint_every"])
-        fit = trainer.fit(
-            method, loaders["train"], None, workdir, seed, eval_loaders={"test": loaders["test"]}
-        )
-        frame, metrics = score(method, loaders["test"], trainer, data.label_names)
-        alignment = alignment_scores(method.model, data, settings, trainer.device)
-        return {
-            "history": fit.history,
-            "metrics": {"last": metrics, "last_epoch": fit.last_epoch, "alignment": alignment},
-            "predictions": {"last": frame},
-            "states": {"last": fit.last_state} if keeps_weights else {},
-        }
-
-    return store.run(spec, fn)
-
-
-def load_model(result: RunResult, arm: Arm, settings: Mapping[str, Any], data: StudyData) -> nn.Module:
-    """The network of a stored run (its last weights), in eval mode."""
-    method = build_method(arm, settings, len(data.label_names))
-    method.load_state_dict(result.state_dict("last"))
-    return method.model.eval()
-
-
-def run_seed(
-    store: RunStore, data: StudyData, seed: int, profile: str, device: str | None = None
-) -> dict[str, RunResult]:
-    """Every arm of :func:`arms` for ``seed`` (runs already stored are loaded)."""
-    settings = study_settings(profile)
-    return {
-        name: train_arm(store, data, arm, seed, settings, profile, device)
-        for name, arm in tqdm(arms(settings).items(), desc=f"seed {seed}: arms", leave=False)
-    }
-
-
-# ---------------------------------------------------------------------------------------- alignment
 
 
 def test_subset(data: StudyData, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -357,178 +249,20 @@ def attention_maps(model: nn.Module, images: Tensor, device: torch.device, per_l
     return stacked if per_layer else stacked.mean(dim=1)
 
 
-def alignment_scores(
-    model: nn.Module, data: StudyData, settings: Mapping[str, Any], device: torch.device
-) -> dict[str, float]:
-    """Human alignment of the attention maps and of SmoothGrad on those of the first ``n_align`` test images
-    that have a map (:func:`test_subset`; ``n`` of them, ``n_without_map`` left out). NaN, with a warning,
-    when fewer than 2 have one."""
-    n_align = min(int(settings["n_align"]), len(data.test))
-    images, labels, human = test_subset(data, n_align)
-    counts = {"ceiling": data.ceiling, "n": len(images), "n_without_map": n_align - len(images)}
-    if len(images) < 2:
-        log.warning(
-            "%d of the first %d test images have a human map: human alignment needs 2, reported as NaN",
-            len(images),
-            n_align,
-        )
-        keys = ("rho", "fraction_of_ceiling", "null_rho")
-        return {
-            **{f"{name}_{k}": float("nan") for name in ("attention", "smoothgrad") for k in keys},
-            **counts,
-        }
-    attention = attention_maps(model, images, device)
-    saliency = xai.smoothgrad_maps(
-        model.to(device),
-        images.to(device),
-        labels.to(device),
-        int(settings["smoothgrad_samples"]),
-        float(settings["smoothgrad_noise"]),
-    ).cpu()
-    out = {}
-    for name, maps in (("attention", attention), ("smoothgrad", saliency)):
-        scores = human_alignment(maps.numpy(), human.numpy(), data.ceiling)
-        out.update({f"{name}_{k}": v for k, v in scores.items() if k not in ("ceiling", "n")})
-    return {**out, **counts}
-
-
-# ------------------------------------------------------------------------------------------- report
-
-
-def results_frame(results: Sequence[Mapping[str, RunResult]], settings: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per seed and arm: the map-loss weight and loss variant that ran (None without the map loss),
-    top-1 / top-5 error, alignment (fraction of the ceiling and rho) of the attention maps and of SmoothGrad,
-    the null, the last epoch."""
-    rows = []
-    for per_seed in results:
-        for name, run in per_seed.items():
-            last, align = run.metrics["last"], run.metrics["alignment"]
-            rows.append(
-                {
-                    "seed": run.spec.seed,
-                    "arm": name,
-                    "weight": run.spec.config["arm"]["weight"],
-                    "loss_variant": run.spec.config["loss_variant"],
-                    "top1_error": 1 - last["accuracy"],
-                    "top5_error": 1 - last["top5_accuracy"] if "top5_accuracy" in last else np.nan,
-                    "alignment": align["attention_fraction_of_ceiling"],
-                    "alignment_rho": align["attention_rho"],
-                    "alignment_null": align["attention_null_rho"],
-                    "smoothgrad": align["smoothgrad_fraction_of_ceiling"],
-                    "smoothgrad_rho": align["smoothgrad_rho"],
-                    "epoch": run.metrics["last_epoch"],
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def lambda_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's rows (one per seed and lambda), with ``lambda``."""
-    sweep = frame[frame["arm"].str.startswith("GALA + ClickMe (lambda=")].copy()
-    sweep["lambda"] = sweep["weight"].astype(float)
-    return sweep.sort_values(["lambda", "seed"]).reset_index(drop=True)
-
-
-def verdict(frame: pd.DataFrame, alpha: float = 0.05, profile: str | None = None) -> str:
-    """One computed sentence: did ClickMe supervision improve GALA's error and alignment (paired over seeds)?
-    (After the smoke caveat when ``profile`` is ``smoke``.)"""
-    parts = []
-    for metric, label, higher in (
-        ("top1_error", "top-1 error", False),
-        ("alignment", "attention alignment (fraction of the ceiling)", True),
-        ("smoothgrad", "SmoothGrad alignment", True),
-    ):
-        test = paired_t_test(frame, metric, "arm", "GALA + ClickMe", "GALA", pair="seed")
-        parts.append(describe_change(test, label, alpha, higher, "paired t-test p"))
-    text = "On this data, supervising GALA with the human maps changed " + "; ".join(parts) + "."
-    return with_profile_caveat(text, profile)
-
-
-def layer_views(
-    results: Sequence[Mapping[str, RunResult]],
-    data: StudyData,
-    settings: Mapping[str, Any],
-    n: int = 4,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Fig. 4: per test image, the human map and the attention of every GALA layer for GALA without and
-    with ClickMe maps (first seed's runs, last weights), for ``plots.map_grid``."""
-    per_seed, models, torch_device, (images, labels, human) = _figure_inputs(
-        results, data, settings, n, device
-    )
-    per_arm = {name: attention_maps(model, images, torch_device, True) for name, model in models.items()}
-    n_layers = per_arm["GALA"].shape[1]
-    maps = [
-        [_unit(human[i])] + [_unit(per_arm[name][i, j]) for name in per_arm for j in range(n_layers)]
-        for i in range(len(images))
-    ]
-    rho = {name: spearman_per_image(per_arm[name].mean(1).numpy(), human.numpy()) for name in per_arm}
-    names = data.label_names
-    return {
-        "images": [img.permute(1, 2, 0).numpy() for img in images],
-        "maps": maps,
-        "row_titles": [
-            f"{names[int(labels[i])]}: rho {rho['GALA'][i]:.2f} / {rho['GALA + ClickMe'][i]:.2f}"
-            for i in range(len(images))
-        ],
-        "col_titles": ["human map"] + [f"{name} L{j + 1}" for name in per_arm for j in range(n_layers)],
-        "selection": f"seed {per_seed['GALA'].spec.seed}, last weights (epoch {per_seed['GALA'].metrics['last_epoch']}); "
-        f"the first {len(images)} test images; rho = Spearman with the human map (GALA / GALA + ClickMe)",
+def run_values(result: RunResult) -> dict[str, float]:
+    """A stored run's test values: top-1 / top-5 error (top-5 when scored), and the alignment (fraction of the
+    ceiling, rho, null) of the attention and of SmoothGrad."""
+    last, align = result.metrics["last"], result.metrics["alignment"]
+    values = {"top1_error": 1 - last["accuracy"]}
+    if "top5_accuracy" in last:
+        values["top5_error"] = 1 - last["top5_accuracy"]
+    return values | {
+        "alignment": align["attention_fraction_of_ceiling"],
+        "alignment_rho": align["attention_rho"],
+        "alignment_null": align["attention_null_rho"],
+        "smoothgrad": align["smoothgrad_fraction_of_ceiling"],
+        "smoothgrad_rho": align["smoothgrad_rho"],
     }
-
-
-def smoothgrad_views(
-    results: Sequence[Mapping[str, RunResult]],
-    data: StudyData,
-    settings: Mapping[str, Any],
-    n: int = 4,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """SmoothGrad of GALA without and with ClickMe maps and their difference (with minus without,
-    min-max scaled), first seed, for ``plots.map_grid``."""
-    _, models, torch_device, (images, labels, human) = _figure_inputs(results, data, settings, n, device)
-    saliency = {}
-    for name, model in models.items():
-        saliency[name] = xai.smoothgrad_maps(
-            model.to(torch_device),
-            images.to(torch_device),
-            labels.to(torch_device),
-            int(settings["smoothgrad_samples"]),
-            float(settings["smoothgrad_noise"]),
-        ).cpu()
-    maps = []
-    for i in range(len(images)):
-        without, with_maps = _unit(saliency["GALA"][i]), _unit(saliency["GALA + ClickMe"][i])
-        maps.append([_unit(human[i]), without, with_maps, _unit(with_maps - without)])
-    return {
-        "images": [img.permute(1, 2, 0).numpy() for img in images],
-        "maps": maps,
-        "row_titles": [data.label_names[int(label)] for label in labels],
-        "col_titles": [
-            "human map",
-            "SmoothGrad GALA",
-            "SmoothGrad GALA + ClickMe",
-            "difference (with - without)",
-        ],
-    }
-
-
-def _figure_inputs(
-    results: Sequence[Mapping[str, RunResult]],
-    data: StudyData,
-    settings: Mapping[str, Any],
-    n: int,
-    device: str | None,
-) -> tuple[Mapping[str, RunResult], dict[str, nn.Module], torch.device, tuple[Tensor, Tensor, Tensor]]:
-    """What the figures compare: the first seed's runs, its GALA and GALA + ClickMe networks (last weights),
-    the device and :func:`test_subset`."""
-    per_seed = results[0]
-    table = arms(settings)
-    models = {
-        name: load_model(per_seed[name], table[name], settings, data) for name in FIGURE_ARMS
-    }
-    torch_device = torch.device(device) if device else torch.device("cpu")
-    return per_seed, models, torch_device, test_subset(data, n)
 
 
 def _unit(values: Tensor | np.ndarray) -> np.ndarray:
@@ -536,3 +270,338 @@ def _unit(values: Tensor | np.ndarray) -> np.ndarray:
     array = np.asarray(values, dtype=np.float32)
     low, high = float(array.min()), float(array.max())
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
+# ------------------------------------------------------------------------------------------- the study
+
+
+class GALAStudy(Study[GALASettings]):
+    """GALA + ClickMe (paper 4): Table 1's four networks, the two controls and the lambda sweep; GALA + ClickMe
+    against GALA, ResNet and both controls, paired t-tests over seeds, last-epoch weights.
+
+    ``dataset`` None: ``synthetic`` without ``data_root``, else told from the folder's layout
+    (:func:`~attnlib.data.layouts.resolve_dataset`). ``synthetic``: the ClickMe-like default (the fine-grained
+    generator with the profile's ``gala_synthetic`` knobs, overridden by ``synthetic``; maps made from
+    the simulated players' bubbles the way ClickMe makes them, the ceiling measured between two halves of the
+    players), or the set at ``data_root``; ``clickme``: the real ClickMe files under ``data_root``
+    (:func:`load_clickme`).
+    """
+
+    name = "gala"
+    paper = "GALA + ClickMe"
+    settings_type = GALASettings
+    metrics = METRICS
+    test = "paired_t"
+    verdict_metrics = VERDICT_METRICS
+
+    def __init__(
+        self,
+        context: StudyContext,
+        settings: GALASettings | None = None,
+        *,
+        dataset: str | None = None,
+        data_root: str | Path | None = None,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(context, settings)
+        self.dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "GALA")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {DATASETS}")
+        if synthetic and (self.dataset != "synthetic" or data_root is not None):
+            raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
+        if self.dataset == "clickme" and data_root is None:
+            raise ValueError("dataset 'clickme' needs data_root (a folder of ClickMe .npz or TFRecord files)")
+        self.data_root = Path(data_root) if data_root is not None else None
+        self.synthetic_knobs = dict(synthetic or {})
+
+    @cached_property
+    def data(self) -> StudyData:
+        """The study's images, maps and alignment ceiling (class docstring), loaded on first use."""
+        settings = self.settings
+        if self.dataset == "clickme":
+            return load_clickme(self.data_root, settings.image_size, settings.interrater_ceiling)
+        root = self.data_root or synthetic_finegrained(self.profile, section="gala_synthetic", **self.synthetic_knobs)
+        return load_synthetic(root, settings.blur_kernel, settings.interrater_ceiling)
+
+    # -- arms and runs -------------------------------------------------------------------------------------
+
+    @cached_property
+    def arm_table(self) -> dict[str, Arm]:
+        """Table 1's arms, the two controls and the lambda sweep (``GALA + ClickMe (lambda=x)``), in order.
+
+        The weight is :attr:`GALASettings.map_weight`; the sweep's ``lambdas`` are used as given. Sweep points
+        equal to 0 or to the weight are the same runs as "GALA" and "GALA + ClickMe" (the run store keys runs
+        by configuration, not by name)."""
+        weight = self.settings.map_weight
+        table = {
+            "ResNet": Arm("", None),
+            "SE-ResNet": Arm("se", None),
+            "GALA": Arm("gala_", 0.0),
+            "GALA + ClickMe": Arm("gala_", weight),
+            "GALA + boxes": Arm("gala_", weight, "box"),
+            "ResNet + map loss": Arm("", weight),
+        }
+        return table | {sweep_name(value): Arm("gala_", value) for value in self.settings.lambdas}
+
+    def arms(self) -> list[str]:
+        return list(self.arm_table)
+
+    def arm(self, name: str) -> Arm:
+        if name not in self.arm_table:
+            raise ValueError(f"unknown GALA arm {name!r}; this profile's arms: {self.arms()}")
+        return self.arm_table[name]
+
+    def train_config(self) -> TrainConfig:
+        """SGD with Nesterov momentum and the profile's step decay (x0.1 at ``lr_milestones``)."""
+        s = self.settings
+        return TrainConfig(
+            epochs=s.epochs, batch_size=s.batch_size, optimizer="sgd_nesterov", lr=s.lr, weight_decay=s.weight_decay,
+            plateau_patience=None, lr_milestones=s.lr_milestones, progress=s.progress,
+        )
+
+    def build_method(self, arm: Arm, num_classes: int) -> Method:
+        """The arm's network (``<family><backbone>`` from the registry; GALA with the profile's ``variant``),
+        trained by cross-entropy (``weight`` None) or :class:`ClickMeSupervised` with the arm's weight."""
+        s = self.settings
+        if arm.family == "gala_":
+            model = create_gala_resnet(s.backbone, num_classes, 3, s.pretrained, s.variant)
+        else:
+            model = create_model(f"{arm.family}{s.backbone}", num_classes, 3, s.pretrained)
+        return Classifier(model) if arm.weight is None else ClickMeSupervised(model, arm.weight, s.loss_variant)
+
+    def training_run(self, name: str, seed: int) -> TrainingRun:
+        """The arm's run for ``seed``: trained, scored on the test split (errors, then :meth:`alignment_scores`
+        with the last weights); its last weights kept only when it is one of :data:`FIGURE_ARMS` (by
+        configuration: the figures load nothing else)."""
+        arm, s, data = self.arm(name), self.settings, self.data
+        figure_arms = [self.arm_table[a] for a in FIGURE_ARMS]
+        datasets = {
+            "train": PairedMaps(data.train, data.train_maps, arm.maps, s.augment_padding, s.box_threshold),
+            "test": PairedMaps(data.test, data.test_maps),
+        }
+        config = {
+            "arm": asdict(arm),
+            "dataset": data.name,
+            "backbone": f"{arm.family}{s.backbone}",
+            "pretrained": s.pretrained,
+            "variant": s.variant if arm.family == "gala_" else None,
+            "loss_variant": s.loss_variant if arm.weight is not None else None,
+            "n_align": s.n_align,
+            "smoothgrad": [s.smoothgrad_samples, s.smoothgrad_noise],
+        }
+
+        def after(trained: Trained) -> dict[str, dict[str, Any]]:
+            return {"metrics": {"alignment": self.alignment_scores(trained.method.model, trained.trainer.device)}}
+
+        return TrainingRun(
+            study=self.name, config=config, seed=seed, profile=self.profile, datasets=datasets,
+            train=self.train_config(), build=lambda: self.build_method(arm, len(data.label_names)),
+            label_names=data.label_names,
+            checkpoint_every=s.checkpoint_every, test_every_epoch=True,
+            keep=(CHECKPOINT,) if arm in figure_arms else (), after=after,
+        )
+
+    def run_arm(self, arm: str, seed: int, scenario: str = "default") -> ArmRun:
+        result = execute(self.context.store, self.training_run(arm, seed), self.context.device)
+        return ArmRun(arm, scenario, seed, [result], {CHECKPOINT: run_values(result)},
+                      {CHECKPOINT: result.metrics["last_epoch"]})
+
+    def trained_model(self, run: ArmRun) -> nn.Module:
+        """The network of a stored run (its last weights), in eval mode."""
+        method = self.build_method(self.arm(run.arm), len(self.data.label_names))
+        method.load_state_dict(run.runs[0].state_dict(CHECKPOINT))
+        return method.model.eval()
+
+    # -- alignment -----------------------------------------------------------------------------------------
+
+    def smoothgrad(self, model: nn.Module, images: Tensor, labels: Tensor, device: torch.device) -> Tensor:
+        """SmoothGrad saliency (N x H x W, on the CPU) with the profile's samples and noise."""
+        s = self.settings
+        return xai.smoothgrad_maps(
+            model.to(device), images.to(device), labels.to(device), s.smoothgrad_samples, s.smoothgrad_noise
+        ).cpu()
+
+    def alignment_scores(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Human alignment of the attention maps and of SmoothGrad on those of the first ``n_align`` test images
+        that have a map (:func:`test_subset`; ``n`` of them, ``n_without_map`` left out). NaN, with a warning,
+        when fewer than 2 have one."""
+        data = self.data
+        n_align = min(self.settings.n_align, len(data.test))
+        images, labels, human = test_subset(data, n_align)
+        counts = {"ceiling": data.ceiling, "n": len(images), "n_without_map": n_align - len(images)}
+        if len(images) < 2:
+            log.warning(
+                "%d of the first %d test images have a human map: human alignment needs 2, reported as NaN",
+                len(images), n_align,
+            )
+            keys = ("rho", "fraction_of_ceiling", "null_rho")
+            return {**{f"{name}_{k}": float("nan") for name in ("attention", "smoothgrad") for k in keys}, **counts}
+        attention = attention_maps(model, images, device)
+        saliency = self.smoothgrad(model, images, labels, device)
+        out = {}
+        for name, maps in (("attention", attention), ("smoothgrad", saliency)):
+            scores = human_alignment(maps.numpy(), human.numpy(), data.ceiling)
+            out.update({f"{name}_{k}": v for k, v in scores.items() if k not in ("ceiling", "n")})
+        return {**out, **counts}
+
+    # -- the paper's comparisons and claims ----------------------------------------------------------------
+
+    def comparisons(self) -> list[Comparison]:
+        """GALA + ClickMe against GALA and ResNet (Table 1) and against both controls."""
+        return [Comparison("GALA + ClickMe", reference) for reference in ("GALA", "ResNet", *CONTROLS)]
+
+    def claim_specs(self) -> list[ClaimSpec]:
+        headline = Comparison("GALA + ClickMe", "GALA")
+        return [
+            ClaimSpec("ClickMe supervision lowers GALA's top-1 error", headline, "top1_error",
+                      "0.5390 -> 0.4929 (53.90 % -> 49.29 %, ClickMe subset of ILSVRC12)", checkpoint=CHECKPOINT),
+            ClaimSpec("ClickMe supervision makes GALA's attention align with human maps", headline, "alignment",
+                      f"0.8856 of the inter-rater ceiling with ClickMe (rho {PAPER_INTERRATER_RHO}, "
+                      f"null {PAPER_INTERRATER_NULL})", checkpoint=CHECKPOINT),
+        ]
+
+    # -- what the report shows -----------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The base's paragraph (arms, test), then the data, its alignment ceiling, the networks and the schedule."""
+        s, data = self.settings, self.data
+        lines = [
+            super().describe(),
+            f"data: {data.description}",
+            (f"alignment ceiling (inter-rater reliability): {data.ceiling:.3f}, {data.ceiling_source} "
+             f"(paper: {PAPER_INTERRATER_RHO})"),
+            (f"networks: {s.backbone} family (gala_{s.backbone} with the {s.variant} GALA block, se{s.backbone}), "
+             f"pretrained={s.pretrained}; loss: {s.loss_variant}, lambda {s.map_weight}"),
+            (f"training: {s.epochs} epochs, SGD + Nesterov lr {s.lr} x0.1 at {list(s.lr_milestones)}, "
+             f"batch {s.batch_size}, paired crop (padding {s.augment_padding}) and flip"),
+        ]
+        if self.profile != "paper":
+            lines.append(f"CPU substitute: the {s.backbone} family at {s.image_size} px for the paper's ResNet-50 "
+                         "family at 224 px")
+        return "\n".join(lines)
+
+    def results_by_run(self) -> pd.DataFrame:
+        """One row per arm and seed: the map-loss weight and loss variant that ran (None without the map loss),
+        the last epoch and the test values of :func:`run_values`."""
+        rows = [
+            {"seed": r.seed, "arm": r.arm, "weight": r.runs[0].spec.config["arm"]["weight"],
+             "loss_variant": r.runs[0].spec.config["loss_variant"], "epoch": r.epochs[CHECKPOINT],
+             **r.values[CHECKPOINT]}
+            for r in self.runs
+        ]
+        return pd.DataFrame(rows)
+
+    def sweep(self) -> pd.DataFrame:
+        """The lambda sweep's rows of :meth:`wide` (one per seed and lambda), with ``lambda``, by lambda."""
+        wide = self.wide(CHECKPOINT)
+        names = [sweep_name(value) for value in self.settings.lambdas]
+        part = wide[wide["arm"].isin(names)]
+        part = part.assign(**{"lambda": [self.arm(name).weight for name in part["arm"]]})
+        return part.sort_values(["lambda", "seed"]).reset_index(drop=True)
+
+    def table1_anova(self) -> pd.DataFrame:
+        """One-way ANOVA over Table 1's four arms per verdict metric (empty with fewer than 2 seeds per arm)."""
+        wide = self.wide(CHECKPOINT)
+        part = wide[wide["arm"].isin(TABLE1)]
+        rows = []
+        for metric in VERDICT_METRICS:
+            values = part[["arm", metric]].dropna() if metric in part.columns else part.iloc[:0]
+            counts = values.groupby("arm").size()
+            if len(counts) == len(TABLE1) and counts.min() >= 2:
+                result = one_way_anova(values, metric, "arm")
+                rows.append({"metric": METRICS[metric].title, "F": result["F"], "p": result["p"],
+                             "df between": result["df_between"], "df within": result["df_within"]})
+        return pd.DataFrame(rows, columns=["metric", "F", "p", "df between", "df within"])
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The runs, the base tables (all arms; paired t-tests), then Table 1's arms with their ANOVA, the
+        controls beside GALA + ClickMe, and the lambda sweep (median ± std over seeds, last epoch)."""
+        summary = self.summary(CHECKPOINT)
+        sweep = self.sweep()
+        sweep_metrics = [m for m in VERDICT_METRICS if m in sweep.columns]
+        trade_off = median_std(sweep, sweep_metrics, "lambda").display if len(sweep) else sweep
+        return {
+            "runs": self.results_by_run(),
+            **super().tables(),
+            "Table 1: error and human alignment (last epoch), median ± std over seeds":
+                summary.reindex([a for a in TABLE1 if a in summary.index]),
+            "Table 1: one-way ANOVA over its four arms": self.table1_anova(),
+            "controls beside GALA + ClickMe (last epoch), median ± std over seeds":
+                summary.reindex([a for a in ("GALA + ClickMe", *CONTROLS) if a in summary.index]),
+            "lambda trade-off of GALA + ClickMe (last epoch), median ± std over seeds":
+                trade_off.rename(columns={m: METRICS[m].title for m in sweep_metrics}),
+        }
+
+    # -- figures -------------------------------------------------------------------------------------------
+
+    def figure_inputs(self, seed: int, n: int) -> tuple[dict[str, ArmRun], dict[str, nn.Module], torch.device,
+                                                         tuple[Tensor, Tensor, Tensor]]:
+        """What the map figures compare: ``seed``'s runs of :data:`FIGURE_ARMS`, their networks (last weights),
+        the device and :func:`test_subset` of ``n`` images."""
+        runs = {r.arm: r for r in self.runs if r.seed == seed and r.arm in FIGURE_ARMS}
+        missing = [arm for arm in FIGURE_ARMS if arm not in runs]
+        if missing:
+            raise ValueError(f"no run of {missing} for seed {seed}; run them first")
+        models = {arm: self.trained_model(runs[arm]) for arm in FIGURE_ARMS}
+        return runs, models, default_device(self.context.device), test_subset(self.data, n)
+
+    def layer_views(self, seed: int, n: int = 4) -> dict[str, Any]:
+        """Fig. 4: per test image, the human map and the attention of every GALA layer for GALA without and
+        with ClickMe maps (``seed``'s runs, last weights), for ``plots.map_grid``; ``selection`` says which."""
+        runs, models, device, (images, labels, human) = self.figure_inputs(seed, n)
+        per_arm = {name: attention_maps(model, images, device, True) for name, model in models.items()}
+        n_layers = per_arm["GALA"].shape[1]
+        maps = [
+            [_unit(human[i])] + [_unit(per_arm[name][i, j]) for name in per_arm for j in range(n_layers)]
+            for i in range(len(images))
+        ]
+        rho = {name: spearman_per_image(per_arm[name].mean(1).numpy(), human.numpy()) for name in per_arm}
+        names = self.data.label_names
+        return {
+            "images": [img.permute(1, 2, 0).numpy() for img in images],
+            "maps": maps,
+            "row_titles": [
+                f"{names[int(labels[i])]}: rho {rho['GALA'][i]:.2f} / {rho['GALA + ClickMe'][i]:.2f}"
+                for i in range(len(images))
+            ],
+            "col_titles": ["human map"] + [f"{name} L{j + 1}" for name in per_arm for j in range(n_layers)],
+            "selection": f"seed {seed}, last weights (epoch {runs['GALA'].epochs[CHECKPOINT]}); "
+            f"the first {len(images)} test images; rho = Spearman with the human map (GALA / GALA + ClickMe)",
+        }
+
+    def smoothgrad_views(self, seed: int, n: int = 4) -> dict[str, Any]:
+        """SmoothGrad of GALA without and with ClickMe maps and their difference (with minus without, min-max
+        scaled), ``seed``'s runs, last weights, for ``plots.map_grid``; ``selection`` says which."""
+        runs, models, device, (images, labels, human) = self.figure_inputs(seed, n)
+        saliency = {name: self.smoothgrad(model, images, labels, device) for name, model in models.items()}
+        maps = []
+        for i in range(len(images)):
+            without, with_maps = _unit(saliency["GALA"][i]), _unit(saliency["GALA + ClickMe"][i])
+            maps.append([_unit(human[i]), without, with_maps, _unit(with_maps - without)])
+        return {
+            "images": [img.permute(1, 2, 0).numpy() for img in images],
+            "maps": maps,
+            "row_titles": [self.data.label_names[int(label)] for label in labels],
+            "col_titles": ["human map", "SmoothGrad GALA", "SmoothGrad GALA + ClickMe", "difference (with - without)"],
+            "selection": f"seed {seed}, last weights (epoch {runs['GALA'].epochs[CHECKPOINT]}); each map min-max "
+            "scaled; difference = with minus without, scaled",
+        }
+
+    def figures(self, seed: int | None = None, n: int = 4) -> list[Figure]:
+        """Table 1's error and attention alignment per seed, the lambda trade-off (every run's last epoch), and
+        Fig. 4 and the SmoothGrad maps of ``seed`` (default: the first run's) on ``n`` test images."""
+        seed = self.runs[0].seed if seed is None else seed
+        wide = self.wide(CHECKPOINT)
+        table1 = [a for a in TABLE1 if a in set(wide["arm"])]
+        figures = [plots.metrics_by_arm(
+            wide, {m: METRICS[m].title for m in ("top1_error", "alignment")}, arms=table1,
+            title=f"Table 1 per seed ({self.data.name}), last-epoch weights of the fixed schedule",
+        )]
+        sweep = self.sweep()
+        if len(sweep):
+            figures.append(plots.tradeoff(sweep, "alignment", "top1_error", "lambda",
+                                          title="GALA + ClickMe: top-1 error vs attention alignment (last epoch)"))
+        for views in (self.layer_views(seed, n), self.smoothgrad_views(seed, n)):
+            figures.append(plots.map_grid(views["images"], views["maps"], row_titles=views["row_titles"],
+                                          col_titles=views["col_titles"], suptitle=views["selection"]))
+        return figures

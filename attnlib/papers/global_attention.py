@@ -1,4 +1,5 @@
-"""Global spatial attention's study (paper 2): the networks, their data, the paper's epoch selection.
+"""Global spatial attention's study (paper 2, :class:`GlobalAttentionStudy`): the networks, their data and
+the paper's epoch selection.
 
 Arms (names as in the tables):
 
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
+from matplotlib.figure import Figure
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -38,31 +40,32 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import Tensor
 
+from attnlib.core.profiles import load_settings
 from attnlib.data.arrays import ArrayDataset
-from attnlib.data.defaults import synthetic_structured
-from attnlib.data.idrid import IDRiD, IDRiDSettings
-from attnlib.data.jaffe import JAFFE, JAFFESettings
 from attnlib.data.layouts import resolve_dataset
+from attnlib.data.real.idrid import IDRiD, IDRiDSettings
+from attnlib.data.real.jaffe import JAFFE, JAFFESettings
 from attnlib.data.splits import balanced_split, stratified_folds
-from attnlib.data.synthetic_structured import StructuredDataset, map_region_auc
+from attnlib.data.synthetic.defaults import synthetic_structured
+from attnlib.data.synthetic.structured import StructuredDataset, map_region_auc
+from attnlib.engine.executor import Trained, TrainingRun, data_fingerprint, execute
+from attnlib.engine.runstore import RunResult, RunSpec
+from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, StudyContext
+from attnlib.engine.trainer import TrainConfig
+from attnlib.evaluation.stats import median_std, t_test, with_profile_caveat
+from attnlib.methods.base import Classifier, Method
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
 from attnlib.models.pixel_attention import pixel_cnn_parameter_count
 from attnlib.models.registry import create_model, list_models
-from attnlib.profiles import load_profile, profile_name
-from attnlib.seeding import seed_everything
-from attnlib.stats import median_std, one_way_anova, t_test, with_profile_caveat
-from attnlib.training.experiment import data_fingerprint, make_loaders, score
-from attnlib.training.methods import Classifier, Method
-from attnlib.training.runstore import RunResult, RunSpec, RunStore
-from attnlib.training.trainer import TrainConfig, Trainer
+from attnlib.reporting import plots
 
-STUDY = "global_attention"
 DATASETS = ("synthetic", "idrid-dr", "idrid-me", "jaffe")
 #: The dataset a ``data_root`` of each layout gives when ``dataset`` is not set (macular edema: ``idrid-me``).
 LAYOUT_DATASETS = {"synthetic": "synthetic", "idrid": "idrid-dr", "jaffe": "jaffe"}
 VARIANTS = ("vanilla", "attention", "l1")
 LOCAL_ATTENTION = ("vgg_att3", "resattnet56", "resattnet92")
 SKLEARN = ("lr", "svm")
+SUFFIX = {"vanilla": "", "attention": "+attention", "l1": "+l1"}
 #: Grid keys each kind of arm searches (``weight_decay`` is the optimiser's; ``pixel_l1_weight`` the L1 baseline's).
 GRID_KEYS = {
     "vanilla": ("weight_decay",),
@@ -71,6 +74,92 @@ GRID_KEYS = {
     "l1": ("weight_decay", "pixel_l1_weight"),
 }
 Selection = Literal["cv", "holdout"]
+#: Where each selection picks the epochs, in words for figure titles.
+SELECTIONS = {"cv": "the CV folds", "holdout": "one validation fold (holdout)"}
+Variant = Literal["vanilla", "attention", "l1"]
+Baseline = Literal["lr", "svm", "vgg_att3", "resattnet56", "resattnet92"]
+#: The checkpoint of every result: the epochs the validation folds selected (module docstring); for the
+#: scikit-learn arms, the grid point their CV selected.
+SELECTED = "selected epochs"
+#: The paper's Table 2 (test accuracy in %, mean over the 30 selected epochs): vanilla -> with attention.
+PAPER_TABLE2 = {
+    "idrid-dr": {"googlenet": (52.46, 57.21), "vgg16": (56.96, 66.41), "resnet152": (56.78, 66.17),
+                 "densenet161": (59.84, 62.88)},
+    "idrid-me": {"googlenet": (80.49, 81.36), "vgg16": (80.23, 83.59), "resnet152": (79.06, 82.13),
+                 "densenet161": (80.12, 82.07)},
+    "jaffe": {"googlenet": (78.94, 82.64), "vgg16": (81.78, 84.26), "resnet152": (77.83, 80.39),
+              "densenet161": (79.39, 84.88)},
+}
+#: The paper's L1 baseline (VGG-16 + L1, %), the only one it reports.
+PAPER_L1 = {"idrid-dr": 57.99, "idrid-me": 78.93, "jaffe": 84.88}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The CNN arms' search grid: ``weight_decay`` (every CNN arm), K and lambda (``k``, ``l1_weight``:
+    ``+attention``), the L1 baseline's coefficient (``pixel_l1_weight``: ``+l1``)."""
+
+    weight_decay: tuple[float, ...]
+    k: tuple[int, ...]
+    l1_weight: tuple[float, ...]
+    pixel_l1_weight: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SklearnGrid:
+    """The scikit-learn baselines' search grid: C of logistic regression, C and kernel of the SVM."""
+
+    lr_C: tuple[float, ...]
+    svm_C: tuple[float, ...]
+    svm_kernel: tuple[Literal["linear", "poly", "rbf", "sigmoid"], ...]
+
+
+@dataclass(frozen=True)
+class SensitivitySettings:
+    """Fig. 7: ``backbone+attention`` with one of K, lambda, E at a time set to each listed value, for
+    ``seeds``, under ``selection``."""
+
+    seeds: tuple[int, ...]
+    backbone: str
+    selection: Selection
+    k: tuple[int, ...]
+    l1_weight: tuple[float, ...]
+    cutoff_epoch: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GlobalAttentionSettings:
+    """The profile's ``global_attention`` section.
+
+    The arms are every backbone with every variant, then the baselines; ``image_size``: the square size
+    the real data is read at; Adam at ``lr`` for ``epochs`` (the pixel CNN trains up to ``cutoff_epoch``);
+    ``cv_folds``-fold CV selects the ``top_epochs`` best epochs; ``checkpoint_every``: epochs between
+    resume checkpoints (None: none); ``pretrained``: ``auto`` loads cached weights when present.
+    """
+
+    image_size: int
+    backbones: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    baselines: tuple[Baseline, ...]
+    epochs: int
+    cutoff_epoch: int
+    batch_size: int
+    lr: float
+    grid: Grid
+    cv_folds: int
+    checkpoint_every: int | None
+    top_epochs: int
+    sklearn_grid: SklearnGrid
+    sensitivity: SensitivitySettings
+    pretrained: bool | Literal["auto"]
+
+    def __post_init__(self) -> None:
+        if self.top_epochs > self.epochs:
+            raise ValueError(f"top_epochs ({self.top_epochs}) exceeds epochs ({self.epochs})")
+
+    def arm_names(self) -> list[str]:
+        """The profile's arms: every backbone with every variant, then the baselines."""
+        return [f"{b}{SUFFIX[v]}" for b in self.backbones for v in self.variants] + list(self.baselines)
 
 
 @dataclass(frozen=True)
@@ -98,18 +187,6 @@ class Arm:
         return cls(name, variant, backbone)
 
 
-def arm_names(settings: Mapping[str, Any]) -> list[str]:
-    """The profile's arms: every backbone with every variant, then the baselines."""
-    suffix = {"vanilla": "", "attention": "+attention", "l1": "+l1"}
-    cnn = [f"{b}{suffix[v]}" for b in settings["backbones"] for v in settings["variants"]]
-    return cnn + list(settings["baselines"])
-
-
-def study_settings(profile: str | None) -> dict[str, Any]:
-    """The profile's ``global_attention`` section."""
-    return load_profile(profile)["global_attention"]
-
-
 @dataclass
 class StudyData:
     """The 80/20 split of one dataset as in-memory sets, and what is known about it."""
@@ -126,13 +203,28 @@ class StudyData:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
 
+def data_options(dataset: str | None, data_root: str | Path | None, synthetic: Mapping[str, Any]) -> str:
+    """The dataset that ``dataset`` / ``data_root`` / ``synthetic`` knobs name (:func:`load_data`); ValueError
+    for an unknown dataset, knobs outside the generated synthetic default, or real data without a folder."""
+    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "global-attention")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    if synthetic and (dataset != "synthetic" or data_root is not None):
+        raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
+    if dataset != "synthetic" and data_root is None:
+        raise ValueError(f"dataset {dataset!r} needs data_root (the real data's folder)")
+    return dataset
+
+
 def load_data(
     dataset: str | None = None,
     data_root: str | Path | None = None,
     profile: str | None = None,
+    *,
+    image_size: int | None = None,
     **synthetic: Any,
 ) -> StudyData:
-    """The 80/20 split of ``dataset`` at the profile's image size, decoded into memory.
+    """The 80/20 split of ``dataset`` at ``image_size`` (None: the profile's), decoded into memory.
 
     ``dataset`` None: ``synthetic`` without ``data_root``, else told from the folder's layout
     (:func:`~attnlib.data.layouts.resolve_dataset`; IDRiD gives ``idrid-dr``, the paper's first task).
@@ -143,12 +235,9 @@ def load_data(
     grade or macular-edema risk, the official train/test sets (413 / 103, i.e. 80/20), the paper's
     preprocessing at ``image_size``. ``jaffe``: label-balanced 80/20 split (split seed 0) of the rated images.
     """
-    dataset = resolve_dataset(dataset, data_root, LAYOUT_DATASETS, "global-attention")
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    if synthetic and (dataset != "synthetic" or data_root is not None):
-        raise ValueError(f"synthetic knobs {sorted(synthetic)} apply only to the generated synthetic default")
-    size = study_settings(profile)["image_size"]
+    dataset = data_options(dataset, data_root, synthetic)
+    size = image_size if image_size is not None else load_settings(
+        GlobalAttentionSettings, profile, GlobalAttentionStudy.name).image_size
     if dataset == "synthetic":
         root = Path(data_root) if data_root is not None else synthetic_structured(profile, **synthetic)
         train = StructuredDataset(root, "train")
@@ -163,8 +252,7 @@ def load_data(
             + (f", cue (train correlation {cfg.cue_correlation_train})" if cfg.cue else ", no cue"),
             train.region_mask,
         )
-    if data_root is None:
-        raise ValueError(f"dataset {dataset!r} needs data_root (the real data's folder)")
+    assert data_root is not None  # data_options checked it
     if dataset.startswith("idrid"):
         task = "retinopathy" if dataset == "idrid-dr" else "macular_edema"
         settings = IDRiDSettings(size=(size, size))
@@ -177,34 +265,6 @@ def load_data(
     return StudyData(
         dataset, jaffe.subset(np.flatnonzero(split == "train")), jaffe.subset(np.flatnonzero(split == "test")),
         f"JAFFE, label-balanced 80/20 split (seed 0), {size}x{size} grey",
-    )
-
-
-def arm_grid(arm: Arm, settings: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Grid points of ``arm``: the product of the profile's values of the keys it searches.
-
-    ``overrides`` fixes keys to one value (e.g. ``{"k": 4}`` for the sensitivity study); ``cutoff_epoch``
-    may be overridden for ``+attention`` arms (default: the profile's).
-    """
-    keys = GRID_KEYS[arm.variant]
-    overrides = dict(overrides or {})
-    allowed = set(keys) | ({"cutoff_epoch"} if arm.variant == "attention" else set())
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"arm {arm.name!r} has no setting {unknown}; it takes {sorted(allowed)}")
-    values = [[overrides[k]] if k in overrides else list(settings["grid"][k]) for k in keys]
-    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
-    if arm.variant == "attention":
-        for point in points:
-            point["cutoff_epoch"] = overrides.get("cutoff_epoch", settings["cutoff_epoch"])
-    return points
-
-
-def train_config(settings: Mapping[str, Any], point: Mapping[str, Any]) -> TrainConfig:
-    """Adam at the profile's constant learning rate, the point's weight decay, no early stopping."""
-    return TrainConfig(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer="adam", lr=settings["lr"],
-        weight_decay=point["weight_decay"], plateau_patience=None, progress=False,
     )
 
 
@@ -229,20 +289,33 @@ def weight_map(method: Method) -> Tensor | None:
     return None
 
 
-@dataclass
-class ArmResult:
-    """The outcome of the protocol for one arm and seed.
+def top_epochs(curve: pd.Series, n: int) -> list[int]:
+    """The ``n`` epochs with the highest values of ``curve`` (index = epoch), earliest first on ties, sorted."""
+    order = sorted(curve.index, key=lambda epoch: (-curve[epoch], epoch))
+    return sorted(int(e) for e in order[:n])
+
+
+def selected_values(test_accuracy: np.ndarray, final: RunResult) -> dict[str, dict[str, float]]:
+    """An arm's metric values under :data:`SELECTED`: the paper's figure (``accuracy``, the mean test
+    accuracy at the selected epochs) and, where the final fit has them, the map's region AUCs."""
+    auc = final.metrics.get("map_region_auc", {})
+    return {SELECTED: {"accuracy": float(np.mean(test_accuracy)),
+                       **{f"map_region_auc/{when}": float(value) for when, value in auc.items()}}}
+
+
+@dataclass(kw_only=True)
+class ProtocolRun(ArmRun):
+    """The outcome of the protocol for one arm and seed (an :class:`~attnlib.engine.study.ArmRun` whose
+    ``values`` hold the checkpoint :data:`SELECTED`; ``runs``: every fit it used).
 
     ``selected_epochs``: the epochs chosen on the validation folds (empty for scikit-learn arms);
     ``test_accuracy``: the final fit's test accuracy at those epochs (one value for scikit-learn);
     ``cv_curve``: mean validation accuracy per epoch of the chosen grid point; ``final``: the run
-    whose test curve is read (its ``last`` weights and ``maps`` are stored).
+    whose test curve is read (its ``maps`` are stored); ``grid_scores``: each grid point's CV score.
     """
 
-    arm: str
-    seed: int
     dataset: str
-    selection: str
+    selection: Selection
     point: dict[str, Any]
     selected_epochs: list[int]
     test_accuracy: np.ndarray
@@ -261,330 +334,497 @@ class ArmResult:
         return float(np.std(self.test_accuracy, ddof=1)) if len(self.test_accuracy) > 1 else float("nan")
 
 
-def top_epochs(curve: pd.Series, n: int) -> list[int]:
-    """The ``n`` epochs with the highest values of ``curve`` (index = epoch), earliest first on ties, sorted."""
-    order = sorted(curve.index, key=lambda epoch: (-curve[epoch], epoch))
-    return sorted(int(e) for e in order[:n])
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("test accuracy, mean over the selected epochs (the paper's figure)"),
+    "map_region_auc/initial": Metric("region AUC of the weight map before training"),
+    "map_region_auc/final": Metric("region AUC of the weight map after the final fit's last epoch"),
+}
+#: The metric the tests compare by default: the paper's figure.
+TESTED = ("accuracy",)
+PAPER_TEST = "Student's t-test over the selected epochs, pooled over seeds (scipy)"
+SENSITIVITY_COLUMNS = ["knob", "value", "default", "seed", "accuracy", "map AUC", "selection"]
 
 
-def run_arm(
-    store: RunStore,
-    arm_name: str,
-    data: StudyData,
-    *,
-    profile: str | None,
-    seed: int,
-    overrides: Mapping[str, Any] | None = None,
-    selection: Selection = "cv",
-    device: str | None = None,
-) -> ArmResult:
-    """Run (or load) the protocol of one arm for one seed on ``data`` (module docstring)."""
-    profile = profile_name(profile)
-    settings = study_settings(profile)
-    arm = Arm.parse(arm_name)
-    if arm.variant in SKLEARN:
-        if overrides:
-            raise ValueError(f"{arm.name} takes no overrides")
-        return _run_sklearn(store, arm, data, settings, profile, seed)
-    if selection not in ("cv", "holdout"):
-        raise ValueError(f"selection must be 'cv' or 'holdout', got {selection!r}")
-    n_folds, n_top = settings["cv_folds"], settings["top_epochs"]
-    if n_top > settings["epochs"]:
-        raise ValueError(f"top_epochs ({n_top}) exceeds epochs ({settings['epochs']})")
-    folds = stratified_folds(data.train.labels, n_folds, seed)
-    scores, curves, holdout_runs = [], [], []
-    for point in arm_grid(arm, settings, overrides):
+class GlobalAttentionStudy(Study[GlobalAttentionSettings]):
+    """Global spatial attention (paper 2): each attention arm vs its vanilla CNN and its L1 baseline.
+
+    The paper's test, Student's t-test over the test accuracies at the selected epochs pooled over seeds,
+    stands beside the repository's one-way ANOVA over the per-seed figures (:meth:`tests`). Data options
+    (:func:`load_data`): ``dataset``, ``data_root``, ``synthetic`` knobs; ``arms``: None for the profile's.
+    """
+
+    name = "global_attention"
+    paper = "Global spatial attention"
+    settings_type = GlobalAttentionSettings
+    metrics = METRICS
+    test = "anova"
+
+    def __init__(
+        self,
+        context: StudyContext,
+        settings: GlobalAttentionSettings | None = None,
+        *,
+        dataset: str | None = None,
+        data_root: str | Path | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        arms: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(context, settings)
+        self.synthetic = dict(synthetic or {})
+        self.dataset = data_options(dataset, data_root, self.synthetic)
+        self.data_root = data_root
+        self._arms = list(arms or self.settings.arm_names())
+        for name in self._arms:
+            Arm.parse(name)
+        self._sensitivity = pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+
+    @cached_property
+    def data(self) -> StudyData:
+        """The study's 80/20 split (:func:`load_data`), loaded on first use."""
+        return load_data(self.dataset, self.data_root, self.profile, image_size=self.settings.image_size,
+                         **self.synthetic)
+
+    def arms(self) -> list[str]:
+        return list(self._arms)
+
+    def describe(self) -> str:
+        """The data, the arms and the schedule, in a few lines."""
+        data, s = self.data, self.settings
+        lines = [
+            f"profile {self.profile!r}\ndata: {data.description}",
+            (f"train {len(data.train)} / test {len(data.test)} images of shape {data.image_shape}, "
+             f"classes {data.train.label_names}"),
+            f"arms: {self.arms()}",
+            (f"schedule: {s.epochs} epochs, cut-off E = {s.cutoff_epoch}, Adam lr {s.lr}, batch {s.batch_size}; "
+             f"{s.cv_folds}-fold CV selects the {s.top_epochs} best epochs"),
+        ]
+        if self.profile != "paper":
+            lines.append(f"CPU substitutes: {list(s.backbones)} for GoogLeNet / VGG-16 / ResNet-152 / DenseNet-161; "
+                         f"baselines run: {list(s.baselines)} (VGG-att3 and ResAttNet-92 in the paper profile)")
+        return "\n".join(lines)
+
+    # -- the protocol ------------------------------------------------------------------------------------
+
+    def grid(self, arm: Arm, overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Grid points of ``arm``: the product of the profile's values of the keys it searches.
+
+        ``overrides`` fixes keys to one value (e.g. ``{"k": 4}`` for the sensitivity study); ``cutoff_epoch``
+        may be overridden for ``+attention`` arms (default: the profile's).
+        """
+        keys = GRID_KEYS[arm.variant]
+        overrides = dict(overrides or {})
+        allowed = set(keys) | ({"cutoff_epoch"} if arm.variant == "attention" else set())
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"arm {arm.name!r} has no setting {unknown}; it takes {sorted(allowed)}")
+        values = [[overrides[k]] if k in overrides else list(getattr(self.settings.grid, k)) for k in keys]
+        points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+        if arm.variant == "attention":
+            for point in points:
+                point["cutoff_epoch"] = overrides.get("cutoff_epoch", self.settings.cutoff_epoch)
+        return points
+
+    def train_config(self, point: Mapping[str, Any]) -> TrainConfig:
+        """Adam at the profile's constant learning rate, the point's weight decay, no early stopping."""
+        s = self.settings
+        return TrainConfig(epochs=s.epochs, batch_size=s.batch_size, optimizer="adam", lr=s.lr,
+                           weight_decay=point["weight_decay"], plateau_patience=None, progress=False)
+
+    def run_arm(self, arm: str, seed: int, scenario: str = "default") -> ProtocolRun:
+        """The paper's protocol (CV selection, then the final fit) for ``arm`` and ``seed``; ``values`` hold
+        the checkpoint :data:`SELECTED` (:func:`selected_values`)."""
+        if scenario != "default":
+            raise ValueError(f"the global-attention study has one scenario, 'default', not {scenario!r}")
+        return self.fit_arm(arm, seed)
+
+    def fit_arm(
+        self, arm_name: str, seed: int, *, overrides: Mapping[str, Any] | None = None, selection: Selection = "cv"
+    ) -> ProtocolRun:
+        """Run (or load) the protocol of one arm for one seed (module docstring); ``overrides`` fix grid keys
+        (:meth:`grid`)."""
+        arm = Arm.parse(arm_name)
+        if arm.variant in SKLEARN:
+            if overrides:
+                raise ValueError(f"{arm.name} takes no overrides")
+            return self._run_sklearn(arm, seed)
+        if selection not in ("cv", "holdout"):
+            raise ValueError(f"selection must be 'cv' or 'holdout', got {selection!r}")
+        n_folds, n_top = self.settings.cv_folds, self.settings.top_epochs
+        folds = stratified_folds(self.data.train.labels, n_folds, seed)
+        scores, curves, runs, holdout_runs = [], [], [], []
+        for point in self.grid(arm, overrides):
+            if selection == "cv":
+                fits = [self._fit(arm, point, seed, (i, folds[i])) for i in range(n_folds)]
+            else:
+                fits = [self._fit(arm, point, seed, (0, folds[0]), test=True)]
+                holdout_runs.append(fits[0])
+            runs += fits
+            curve = pd.concat([r.history.set_index("epoch")["val_accuracy"] for r in fits], axis=1).mean(axis=1)
+            curves.append(curve)
+            scores.append({**point, "cv_score": float(np.mean(curve[top_epochs(curve, n_top)]))})
+        grid_scores = pd.DataFrame(scores)
+        best = int(grid_scores["cv_score"].to_numpy().argmax())
+        point = {k: v for k, v in scores[best].items() if k != "cv_score"}
+        selected = top_epochs(curves[best], n_top)
         if selection == "cv":
-            runs = [_fit(store, arm, point, data, (i, folds[i]), n_folds, settings, profile, seed, device)
-                    for i in range(n_folds)]
+            final = self._fit(arm, point, seed, None, test=True)
+            runs.append(final)
         else:
-            runs = [_fit(store, arm, point, data, (0, folds[0]), n_folds, settings, profile, seed, device, test=True)]
-            holdout_runs.append(runs[0])
-        curve = pd.concat([r.history.set_index("epoch")["val_accuracy"] for r in runs], axis=1).mean(axis=1)
-        curves.append(curve)
-        scores.append({**point, "cv_score": float(np.mean(curve[top_epochs(curve, n_top)]))})
-    grid_scores = pd.DataFrame(scores)
-    best = int(grid_scores["cv_score"].to_numpy().argmax())
-    point = {k: v for k, v in scores[best].items() if k != "cv_score"}
-    selected = top_epochs(curves[best], n_top)
-    if selection == "cv":
-        final = _fit(store, arm, point, data, None, n_folds, settings, profile, seed, device, test=True)
-    else:
-        final = holdout_runs[best]
-    test_curve = final.history.set_index("epoch")["test_accuracy"]
-    return ArmResult(arm.name, seed, data.name, selection, point, selected,
-                     test_curve[selected].to_numpy(float), curves[best], final, grid_scores)
+            final = holdout_runs[best]
+        test_accuracy = final.history.set_index("epoch")["test_accuracy"][selected].to_numpy(float)
+        return ProtocolRun(
+            arm.name, "default", seed, runs, selected_values(test_accuracy, final), dataset=self.dataset,
+            selection=selection, point=point, selected_epochs=selected, test_accuracy=test_accuracy,
+            cv_curve=curves[best], final=final, grid_scores=grid_scores,
+        )
 
-
-def _fit(
-    store: RunStore,
-    arm: Arm,
-    point: Mapping[str, Any],
-    data: StudyData,
-    fold: tuple[int, tuple[np.ndarray, np.ndarray]] | None,
-    n_folds: int,
-    settings: Mapping[str, Any],
-    profile: str,
-    seed: int,
-    device: str | None,
-    test: bool = False,
-) -> RunResult:
-    """One training run: on fold ``fold``'s training part validated on its held-out part, or (None) on
-    the whole training set without validation; the test set is scored every epoch when ``test``."""
-    train_cfg = train_config(settings, point)
-    if fold is None:
-        splits: dict[str, ArrayDataset] = {"train": data.train}
-    else:
-        fit_idx, val_idx = fold[1]
-        splits = {"train": data.train.subset(fit_idx), "val": data.train.subset(val_idx)}
-    if test:
-        splits["test"] = data.test
-    config = {
-        "arm": arm.name, "dataset": data.name, "point": dict(point), "fold": None if fold is None else fold[0],
-        "n_folds": n_folds, "scores_test": test, "pretrained": settings["pretrained"],
-        "train": {k: v for k, v in asdict(train_cfg).items() if k != "progress"},
-    }
-    spec = RunSpec(STUDY, config, seed, profile, data_fingerprint(splits))
-
-    def fn(workdir: Path) -> dict[str, Any]:
-        seed_everything(seed, deterministic=train_cfg.deterministic)
-        method = build_method(arm, point, splits["train"], settings["pretrained"])
-        initial_map = weight_map(method)
-        loaders = make_loaders(splits, train_cfg.batch_size, seed)
-        trainer = Trainer(train_cfg, device=device, checkpoint_every=settings["checkpoint_every"])
-        evaluate = {"test": loaders["test"]} if test else None
-        fit = trainer.fit(method, loaders["train"], loaders.get("val"), workdir, seed, eval_loaders=evaluate)
-        output: dict[str, Any] = {"history": fit.history, "metrics": {"last_epoch": fit.last_epoch}, "predictions": {}}
+    def training_run(
+        self,
+        arm: Arm,
+        point: Mapping[str, Any],
+        seed: int,
+        fold: tuple[int, tuple[np.ndarray, np.ndarray]] | None,
+        test: bool = False,
+    ) -> TrainingRun:
+        """One fit: on fold ``fold``'s training part validated on its held-out part, or (None) on the whole
+        training set without validation; the test set is scored every epoch (and the last weights after
+        the last) when ``test``. The final fits store the weight maps before and after training (the report
+        reads the maps, never the weights) and, on the synthetic data, their region AUCs."""
+        data, settings = self.data, self.settings
+        if fold is None:
+            splits: dict[str, ArrayDataset] = {"train": data.train}
+        else:
+            fit_idx, val_idx = fold[1]
+            splits = {"train": data.train.subset(fit_idx), "val": data.train.subset(val_idx)}
         if test:
-            frame, output["metrics"]["last"] = score(method, loaders["test"], trainer, data.train.label_names)
-            output["predictions"] = {"last": frame}
-        final_map = weight_map(method)
-        if (fold is None or test) and final_map is not None:  # the report reads the maps, never the weights
-            output["states"] = {"maps": {"initial": initial_map, "final": final_map}}
-            if data.region_mask is not None:
-                output["metrics"]["map_region_auc"] = {
-                    "initial": map_region_auc(initial_map.numpy(), data.region_mask),
-                    "final": map_region_auc(final_map.numpy(), data.region_mask),
-                }
-        return output
+            splits["test"] = data.test
 
-    return store.run(spec, fn)
+        def maps(trained: Trained) -> dict[str, dict[str, Any]]:
+            initial, final = trained.prepared, weight_map(trained.method)
+            if final is None:
+                return {}
+            metrics = {} if data.region_mask is None else {"map_region_auc": {
+                "initial": map_region_auc(initial.numpy(), data.region_mask),
+                "final": map_region_auc(final.numpy(), data.region_mask),
+            }}
+            return {"states": {"maps": {"initial": initial, "final": final}}, "metrics": metrics}
 
+        return TrainingRun(
+            study=self.name, seed=seed, profile=self.profile, datasets=splits, train=self.train_config(point),
+            config={"arm": arm.name, "dataset": data.name, "point": dict(point),
+                    "fold": None if fold is None else fold[0], "n_folds": settings.cv_folds, "scores_test": test,
+                    "pretrained": settings.pretrained},
+            build=lambda: build_method(arm, point, splits["train"], settings.pretrained),
+            label_names=data.train.label_names, checkpoint_every=settings.checkpoint_every,
+            test_every_epoch=test, keep=(), scored=("last",), prepare=weight_map,
+            after=maps if fold is None or test else None,
+        )
 
-def _run_sklearn(
-    store: RunStore, arm: Arm, data: StudyData, settings: Mapping[str, Any], profile: str, seed: int
-) -> ArmResult:
-    """Logistic regression or SVM on standardised raw pixels, hyper-parameters by stratified k-fold CV."""
-    grid = settings["sklearn_grid"]
-    if arm.name == "lr":
-        estimator = LogisticRegression(max_iter=5000)
-        params = {"logisticregression__C": list(grid["lr_C"])}
-    else:
-        estimator = SVC()
-        params = {"svc__C": list(grid["svm_C"]), "svc__kernel": list(grid["svm_kernel"])}
-    config = {"arm": arm.name, "dataset": data.name, "grid": params, "n_folds": settings["cv_folds"]}
-    spec = RunSpec(STUDY, config, seed, profile, data_fingerprint({"train": data.train, "test": data.test}))
+    def _fit(
+        self, arm: Arm, point: Mapping[str, Any], seed: int,
+        fold: tuple[int, tuple[np.ndarray, np.ndarray]] | None, test: bool = False,
+    ) -> RunResult:
+        return execute(self.context.store, self.training_run(arm, point, seed, fold, test), self.context.device)
 
-    def fn(_workdir: Path) -> dict[str, Any]:
-        x_train = data.train.images.flatten(1).numpy()
-        x_test = data.test.images.flatten(1).numpy()
-        folds = StratifiedKFold(settings["cv_folds"], shuffle=True, random_state=seed)
-        search = GridSearchCV(make_pipeline(StandardScaler(), estimator), params, cv=folds, n_jobs=1)
-        search.fit(x_train, data.train.labels)
-        pred = search.predict(x_test)
-        accuracy = float(np.mean(pred == data.test.labels))
-        history = pd.DataFrame(search.cv_results_)[["params", "mean_test_score", "std_test_score", "rank_test_score"]]
-        history["params"] = history["params"].astype(str)
+    def _run_sklearn(self, arm: Arm, seed: int) -> ProtocolRun:
+        """Logistic regression or SVM on standardised raw pixels, hyper-parameters by stratified k-fold CV."""
+        data, grid, n_folds = self.data, self.settings.sklearn_grid, self.settings.cv_folds
+        if arm.name == "lr":
+            estimator = LogisticRegression(max_iter=5000)
+            params = {"logisticregression__C": list(grid.lr_C)}
+        else:
+            estimator = SVC()
+            params = {"svc__C": list(grid.svm_C), "svc__kernel": list(grid.svm_kernel)}
+        config = {"arm": arm.name, "dataset": data.name, "grid": params, "n_folds": n_folds}
+        spec = RunSpec(self.name, config, seed, self.profile, data_fingerprint({"train": data.train, "test": data.test}))
+
+        def fn(_workdir: Path) -> dict[str, Any]:
+            x_train = data.train.images.flatten(1).numpy()
+            x_test = data.test.images.flatten(1).numpy()
+            folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+            search = GridSearchCV(make_pipeline(StandardScaler(), estimator), params, cv=folds, n_jobs=1)
+            search.fit(x_train, data.train.labels)
+            pred = search.predict(x_test)
+            accuracy = float(np.mean(pred == data.test.labels))
+            history = pd.DataFrame(search.cv_results_)[["params", "mean_test_score", "std_test_score", "rank_test_score"]]
+            history["params"] = history["params"].astype(str)
+            return {
+                "history": history,
+                "metrics": {"test_accuracy": accuracy, "cv_accuracy": float(search.best_score_),
+                            "best_params": {k.split("__")[1]: v for k, v in search.best_params_.items()}},
+                "predictions": {"last": pd.DataFrame({"id": data.test.ids, "label": data.test.labels, "pred": pred})},
+            }
+
+        run = self.context.store.run(spec, fn)
+        test_accuracy = np.array([run.metrics["test_accuracy"]])
+        return ProtocolRun(
+            arm.name, "default", seed, [run], selected_values(test_accuracy, run), dataset=data.name,
+            selection="cv", point=run.metrics["best_params"], selected_epochs=[], test_accuracy=test_accuracy,
+            cv_curve=run.history.set_index("params")["mean_test_score"], final=run,
+        )
+
+    # -- comparisons and tests ---------------------------------------------------------------------------
+
+    def comparisons(self) -> list[Comparison]:
+        """Each attention arm vs its vanilla CNN and vs its L1 baseline, where those arms run."""
+        pairs = []
+        for name in self._arms:
+            arm = Arm.parse(name)
+            if arm.variant == "attention":
+                pairs += [Comparison(name, ref) for ref in (arm.backbone, f"{arm.backbone}+l1") if ref in self._arms]
+        return pairs
+
+    def epoch_values(self) -> pd.DataFrame:
+        """Long frame of every test accuracy at a selected epoch: the samples of the paper's t-test."""
+        rows = [{"dataset": r.dataset, "arm": r.arm, "seed": r.seed, "epoch": e, "accuracy": float(a)}
+                for r in self.runs for e, a in zip(r.selected_epochs or [None], r.test_accuracy, strict=True)]
+        return pd.DataFrame(rows, columns=["dataset", "arm", "seed", "epoch", "accuracy"])
+
+    def tests(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """The repository's one-way ANOVA over the per-seed figures (the base's columns) and, for the
+        accuracy, the paper's test beside it: Student's t-test (scipy) between the test accuracies at the
+        selected epochs, pooled over seeds (epochs of one fit are not independent samples; the paper
+        treats them so). Added columns: mean method / reference (epochs), t (epochs), p (t-test, epochs),
+        paper's test. ``metrics`` None: :data:`TESTED`. NaN where a side has fewer than 2 values."""
+        frame = super().tests(metrics if metrics is not None else TESTED)
+        by_name = {str(c): c for c in self.comparisons()}
+        epochs = self.epoch_values()
+        rows = []
+        for row in frame.to_dict("records"):
+            c = by_name[row["comparison"]]
+            accuracy = row["metric"] == "accuracy"
+            values = {arm: epochs.loc[epochs["arm"] == arm, "accuracy"] for arm in (c.method, c.reference)}
+            paper = (t_test(epochs[epochs["arm"].isin(values)], "accuracy", "arm", c.method, c.reference, equal_var=True)
+                     if accuracy and min(map(len, values.values())) >= 2 else {"t": np.nan, "p": np.nan})
+            rows.append({
+                "mean method (epochs)": values[c.method].mean() if accuracy else np.nan,
+                "mean reference (epochs)": values[c.reference].mean() if accuracy else np.nan,
+                "t (epochs)": paper["t"], "p (t-test, epochs)": paper["p"], "paper's test": PAPER_TEST,
+            })
+        columns = ["mean method (epochs)", "mean reference (epochs)", "t (epochs)", "p (t-test, epochs)", "paper's test"]
+        return pd.concat([frame, pd.DataFrame(rows, index=frame.index, columns=columns)], axis=1)
+
+    def verdict(
+        self,
+        checkpoint: str | None = None,
+        metrics: Sequence[str] | None = None,
+        scenario: str | None = None,
+        alpha: float = 0.05,
+    ) -> str:
+        """A sentence per comparison, computed from :meth:`tests`: did global attention win at p < alpha,
+        by the paper's t-test over the selected epochs and by the one-way ANOVA over seeds? (After the
+        smoke caveat in the smoke profile.)"""
+        tests = self.tests(metrics)
+        tests = tests[(tests["checkpoint"] == (checkpoint or SELECTED)) & (tests["scenario"] == (scenario or "default"))]
+        sentences = []
+        for row in tests.to_dict("records"):
+            diff = row["mean method (epochs)"] - row["mean reference (epochs)"]
+            if not self.metrics[row["metric"]].higher_is_better:
+                diff = -diff
+            parts = []
+            for label, p in (("paper's t-test over the selected epochs", row["p (t-test, epochs)"]),
+                             ("one-way ANOVA over seeds", row["p"])):
+                if not np.isfinite(p):
+                    parts.append(f"{label}: no test (too few values or no variation)")
+                    continue
+                outcome = "better" if diff > 0 and p < alpha else ("worse" if diff < 0 and p < alpha else "no significant difference")
+                parts.append(f"{label}: {outcome} (p = {p:.2g})")
+            sentences.append(
+                f"{self.dataset}: {row['comparison']}: mean {row['metric']} {row['mean method (epochs)']:.3f} vs "
+                f"{row['mean reference (epochs)']:.3f} ({row['n']} seeds); " + "; ".join(parts) + "."
+            )
+        text = "\n".join(sentences) if sentences else "No attention arm was run beside its vanilla CNN or L1 baseline."
+        return with_profile_caveat(text, self.profile)
+
+    def claim_specs(self) -> list[ClaimSpec]:
+        """Attention beats the vanilla CNN (Table 2's numbers for the paper's networks and datasets) and the
+        L1 baseline (the paper reports it for VGG-16 only)."""
+        specs = []
+        for c in self.comparisons():
+            backbone = Arm.parse(c.method).backbone
+            if c.reference == backbone:
+                reported = PAPER_TABLE2.get(self.dataset, {}).get(backbone)
+                value = (f"{reported[0]:.2f} % -> {reported[1]:.2f} % (t-test p < 0.01)" if reported
+                         else "1-10 points higher on IDRiD and JAFFE (Table 2, t-test p < 0.01)")
+                specs.append(ClaimSpec(f"global attention raises {backbone}'s test accuracy (mean over the selected "
+                                       "epochs)", c, "accuracy", value, checkpoint=SELECTED))
+            else:
+                reported = PAPER_TABLE2.get(self.dataset, {}).get("vgg16") if backbone == "vgg16" else None
+                value = (f"L1 {PAPER_L1[self.dataset]:.2f} %, attention {reported[1]:.2f} % (Table 2)" if reported
+                         else "the L1 baseline lies between the vanilla CNN and attention (Table 2, VGG-16)")
+                specs.append(ClaimSpec(f"global attention beats {backbone} with an L1-penalised per-pixel weight",
+                                       c, "accuracy", value, checkpoint=SELECTED))
+        return specs
+
+    # -- what the report shows ---------------------------------------------------------------------------
+
+    def results_by_run(self) -> pd.DataFrame:
+        """One row per arm and seed: the paper's figure (mean and std over the selected epochs) and the choices."""
+        rows = []
+        for r in self.runs:
+            arm = Arm.parse(r.arm)
+            auc = r.final.metrics.get("map_region_auc", {})
+            rows.append({
+                "dataset": r.dataset, "arm": r.arm, "variant": arm.variant, "backbone": arm.backbone, "seed": r.seed,
+                "accuracy": r.accuracy, "epoch std": r.accuracy_std, "selection": r.selection,
+                "selected epochs": ", ".join(map(str, r.selected_epochs)) or "-",
+                "chosen": ", ".join(f"{k}={v}" for k, v in r.point.items()),
+                "map AUC initial": auc.get("initial", np.nan), "map AUC final": auc.get("final", np.nan),
+            })
+        return pd.DataFrame(rows)
+
+    def table2(self, digits: int = 3) -> pd.DataFrame:
+        """Table 2: per arm, the paper's ``mean (std)`` over all selected epochs of all seeds, the median ± std
+        of the per-seed figures, and marks from :meth:`tests` (``*`` p < 0.05, ``**`` p < 0.01, paper's t-test
+        vs the vanilla CNN; ``†`` the same vs the L1 baseline)."""
+        frame, epochs, tests = self.results_by_run(), self.epoch_values(), self.tests()
+        pooled = epochs.groupby(["dataset", "arm"], sort=False)["accuracy"].agg(["mean", "std", "count"])
+        seeds = median_std(frame.assign(key=frame["dataset"] + " | " + frame["arm"]), ["accuracy"], "key", digits)
+        references = {str(c): c.reference for c in self.comparisons()}
+        rows = []
+        for (dataset, arm), values in pooled.iterrows():
+            marks = ""
+            for row in tests[tests["comparison"].str.startswith(f"{arm} vs ")].to_dict("records"):
+                p = row["p (t-test, epochs)"]
+                if np.isfinite(p) and p < 0.05:
+                    marks += "†" if references[row["comparison"]].endswith("+l1") else ("**" if p < 0.01 else "*")
+            rows.append({
+                "dataset": dataset, "arm": arm,
+                "mean (std) over selected epochs": f"{values['mean']:.{digits}f} ({values['std']:.{digits}f}){marks}",
+                "values": int(values["count"]),
+                "median ± std over seeds": seeds.display.loc[f"{dataset} | {arm}", "accuracy"],
+                "seeds": int(seeds.numeric.loc[f"{dataset} | {arm}", ("accuracy", "n")]),
+            })
+        return pd.DataFrame(rows).set_index(["dataset", "arm"])
+
+    def precision_recall(self) -> pd.DataFrame:
+        """Per-class precision and recall of each CNN arm's final fit (last epoch), median ± std over seeds."""
+        label_names = self.data.train.label_names
+        rows = []
+        for r in self.runs:
+            metrics = r.final.metrics.get("last")
+            if metrics is None:
+                continue
+            rows.append({"group": f"{r.dataset} | {r.arm}", **{
+                f"{kind}/{name}": metrics[f"{kind}/{name}"] for name in label_names for kind in ("precision", "recall")}})
+        if not rows:
+            return pd.DataFrame()
+        frame = pd.DataFrame(rows)
+        return median_std(frame, [c for c in frame.columns if c != "group"], "group").display
+
+    def parameter_counts(self, ks: Sequence[int] | None = None) -> pd.DataFrame:
+        """The pixel CNN's parameter count ``K(9NC + 1) + (K + 1)`` for this training set, per K (None: every K
+        of the grid and the sensitivity study)."""
+        s = self.settings
+        ks = sorted({*s.grid.k, *s.sensitivity.k}) if ks is None else ks
+        c, _, _ = self.data.image_shape
+        n = len(self.data.train)
+        return pd.DataFrame([{"dataset": self.dataset, "N": n, "C": c, "K": k,
+                              "parameters": pixel_cnn_parameter_count(n, c, k)} for k in ks])
+
+    def sensitivity(self, seeds: Sequence[int]) -> pd.DataFrame:
+        """Fig. 7: the profile's attention arm with one of K, lambda, E changed at a time, rest at default, for
+        each of ``seeds`` that the profile's ``sensitivity.seeds`` lists; kept for :meth:`tables` and
+        :meth:`figures`.
+
+        One row per (knob, value, seed): the knob, the value, whether it is the default, the accuracy (paper's
+        figure under the profile's ``sensitivity.selection``) and the final map's region AUC.
+        """
+        spec, grid = self.settings.sensitivity, self.settings.grid
+        arm = f"{spec.backbone}+attention"
+        defaults = {"k": grid.k[0], "l1_weight": grid.l1_weight[0], "cutoff_epoch": self.settings.cutoff_epoch}
+        fixed = {**defaults, "weight_decay": grid.weight_decay[0]}
+        rows = []
+        for seed in (s for s in seeds if s in spec.seeds):
+            for knob in ("k", "l1_weight", "cutoff_epoch"):
+                for value in sorted({defaults[knob], *getattr(spec, knob)}):
+                    result = self.fit_arm(arm, seed, overrides={**fixed, knob: value}, selection=spec.selection)
+                    auc = result.final.metrics.get("map_region_auc", {}).get("final", np.nan)
+                    rows.append({"knob": knob, "value": value, "default": value == defaults[knob], "seed": seed,
+                                 "accuracy": result.accuracy, "map AUC": auc, "selection": result.selection})
+        self._sensitivity = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+        return self._sensitivity
+
+    def sensitivity_summary(self) -> pd.DataFrame:
+        """Median accuracy and map AUC over the seeds of :meth:`sensitivity`, per knob and value."""
+        return self._sensitivity.groupby(["knob", "value"])[["accuracy", "map AUC"]].median()
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        tables = {
+            "the pixel CNN's parameter count per K": self.parameter_counts(),
+            "runs: the paper's figure per arm and seed (mean and std of the test accuracy at the selected epochs)":
+                self.results_by_run(),
+            **super().tables(),
+            "Table 2: test accuracy at the selected epochs, mean (std) pooled over seeds, marks by the paper's "
+            "t-test; median ± std over seeds": self.table2(),
+            "per-class precision and recall (final fit, last epoch; median ± std over seeds)": self.precision_recall(),
+        }
+        if len(self._sensitivity):
+            tables[f"Fig. 7: sensitivity, median over seeds ({self._sensitivity['selection'].iloc[0]} selection)"] = (
+                self.sensitivity_summary())
+        return tables
+
+    def selection_figures(self, seed: int | None = None) -> list[Figure]:
+        """Per CNN arm of ``seed`` (None: the first run's): the mean validation accuracy over the folds per
+        epoch, which picks the epochs, and the final fit's test accuracy, which is read at them."""
+        seed = self.runs[0].seed if seed is None else seed
+        figures = []
+        for r in self.runs:
+            if r.seed == seed and r.selected_epochs:
+                test_curve = r.final.history.set_index("epoch")["test_accuracy"]
+                figures.append(plots.selection_curves(
+                    r.cv_curve, test_curve, r.selected_epochs,
+                    title=f"{r.arm}, seed {r.seed}: epochs selected on {SELECTIONS[r.selection]}, chosen {r.point}"))
+        return figures
+
+    def accuracy_figure(self) -> Figure:
+        """The paper's figure per arm and seed."""
+        return plots.metric_by_arm(self.wide(SELECTED), "accuracy", arms=self.arms(),
+                                   title=f"test accuracy, mean at the epochs selected on the CV folds, per seed ({self.dataset})")
+
+    def map_views(self, seed: int | None = None) -> dict[str, Any]:
+        """The initial and final weight maps of each attention/L1 arm of ``seed`` (None: the first run's;
+        Figs. 4-6), with titles and how they were selected."""
+        seed = self.runs[0].seed if seed is None else seed
+        maps, titles, epochs = [], [], []
+        for r in self.runs:
+            if r.seed != seed or Arm.parse(r.arm).variant not in ("attention", "l1"):
+                continue
+            epochs.append(f"{r.arm}: epoch {r.final.metrics['last_epoch']}")
+            stored = r.final.state_dict("maps")
+            auc = r.final.metrics.get("map_region_auc", {})
+            for when in ("initial", "final"):
+                maps.append(stored[when].numpy())
+                score = f", region AUC {auc[when]:.2f}" if when in auc else ""
+                titles.append(f"{r.arm}: {when}{score}")
         return {
-            "history": history,
-            "metrics": {"test_accuracy": accuracy, "cv_accuracy": float(search.best_score_),
-                        "best_params": {k.split("__")[1]: v for k, v in search.best_params_.items()}},
-            "predictions": {"last": pd.DataFrame({"id": data.test.ids, "label": data.test.labels, "pred": pred})},
+            "maps": maps, "titles": titles, "region_mask": self.data.region_mask,
+            "selection": f"seed {seed}: map before training and after the last epoch of the final fit "
+                         f"({', '.join(epochs)}); for the attention arms the map is fixed from the cut-off epoch E + 1 on",
         }
 
-    run = store.run(spec, fn)
-    cv = run.history.set_index("params")["mean_test_score"]
-    return ArmResult(arm.name, seed, data.name, "cv", run.metrics["best_params"], [],
-                     np.array([run.metrics["test_accuracy"]]), cv, run)
+    def map_figure(self, seed: int | None = None) -> Figure | None:
+        """Figs. 4-6 (:meth:`map_views`), the selection in the title; None without an attention or L1 arm."""
+        views = self.map_views(seed)
+        if not views["maps"]:
+            return None
+        figure = plots.weight_maps(views["maps"], views["titles"], views["region_mask"])
+        figure.suptitle(views["selection"], fontsize=8)
+        figure.tight_layout()
+        return figure
 
+    def sensitivity_figure(self) -> Figure | None:
+        """Fig. 7 from :meth:`sensitivity` (None before it ran)."""
+        frame = self._sensitivity
+        if frame.empty:
+            return None
+        return plots.sensitivity_panels(frame, title=(
+            f"{self.settings.sensitivity.backbone}+attention: test accuracy at the epochs selected on "
+            f"{SELECTIONS[frame['selection'].iloc[0]]}, "
+            f"seeds {sorted(set(frame['seed']))}"))
 
-def results_frame(results: Sequence[ArmResult]) -> pd.DataFrame:
-    """One row per arm and seed: the paper's figure (mean and std over the selected epochs) and the choices."""
-    rows = []
-    for r in results:
-        arm = Arm.parse(r.arm)
-        auc = r.final.metrics.get("map_region_auc", {})
-        rows.append({
-            "dataset": r.dataset, "arm": r.arm, "variant": arm.variant, "backbone": arm.backbone, "seed": r.seed,
-            "accuracy": r.accuracy, "epoch std": r.accuracy_std, "selection": r.selection,
-            "selected epochs": ", ".join(map(str, r.selected_epochs)) or "-",
-            "chosen": ", ".join(f"{k}={v}" for k, v in r.point.items()),
-            "map AUC initial": auc.get("initial", np.nan), "map AUC final": auc.get("final", np.nan),
-        })
-    return pd.DataFrame(rows)
-
-
-def epoch_values(results: Sequence[ArmResult]) -> pd.DataFrame:
-    """Long frame of every test accuracy at a selected epoch: the samples of the paper's t-test."""
-    rows = [{"dataset": r.dataset, "arm": r.arm, "seed": r.seed, "epoch": e, "accuracy": float(a)}
-            for r in results for e, a in zip(r.selected_epochs or [None], r.test_accuracy, strict=True)]
-    return pd.DataFrame(rows)
-
-
-def comparisons(arms: Sequence[str]) -> list[tuple[str, str]]:
-    """(attention arm, reference) pairs present among ``arms``: vs the vanilla CNN and vs the L1 baseline."""
-    pairs = []
-    for name in arms:
-        arm = Arm.parse(name)
-        if arm.variant != "attention":
-            continue
-        pairs += [(name, ref) for ref in (arm.backbone, f"{arm.backbone}+l1") if ref in arms]
-    return pairs
-
-
-def tests_table(results: Sequence[ArmResult]) -> pd.DataFrame:
-    """The paper's test and the repository's, for every attention arm vs its vanilla CNN and vs L1.
-
-    Paper: Student's t-test (scipy) between the test accuracies at the selected epochs, pooled over
-    seeds (epochs of one fit are not independent samples; the paper treats them so). Repository: one-way
-    ANOVA (statsmodels) between the per-seed figures. NaN where a side has fewer than 2 values.
-    """
-    frame, epochs = results_frame(results), epoch_values(results)
-    rows = []
-    for dataset, part in frame.groupby("dataset", sort=False):
-        for attention, reference in comparisons(part["arm"].unique()):
-            seeds = part[part["arm"].isin([attention, reference])]
-            samples = epochs[(epochs["dataset"] == dataset) & epochs["arm"].isin([attention, reference])]
-            n_seeds = int(seeds.groupby("arm").size().min())
-            paper = (t_test(samples, "accuracy", "arm", attention, reference, equal_var=True)
-                     if samples.groupby("arm").size().min() >= 2 else {"t": np.nan, "p": np.nan})
-            anova = one_way_anova(seeds, "accuracy", "arm") if n_seeds >= 2 else {"F": np.nan, "p": np.nan}
-            means = seeds.groupby("arm")["accuracy"].mean()
-            rows.append({
-                "dataset": dataset, "comparison": f"{attention} vs {reference}",
-                "mean attention": means[attention], "mean reference": means[reference], "seeds": n_seeds,
-                "t (epochs)": paper["t"], "p (t-test, epochs)": paper["p"],
-                "F (seeds)": anova["F"], "p (ANOVA, seeds)": anova["p"],
-            })
-    return pd.DataFrame(rows)
-
-
-def table2(results: Sequence[ArmResult], digits: int = 3) -> pd.DataFrame:
-    """Table 2: per dataset and arm, the paper's ``mean (std)`` over all selected epochs of all seeds, the
-    median ± std of the per-seed figures, and marks from :func:`tests_table` (``*`` p < 0.05, ``**``
-    p < 0.01, paper's t-test vs the vanilla CNN; ``†`` the same vs the L1 baseline)."""
-    frame, epochs, tests = results_frame(results), epoch_values(results), tests_table(results)
-    pooled = epochs.groupby(["dataset", "arm"], sort=False)["accuracy"].agg(["mean", "std", "count"])
-    seeds = median_std(frame.assign(key=frame["dataset"] + " | " + frame["arm"]), ["accuracy"], "key", digits)
-    rows = []
-    for (dataset, arm), values in pooled.iterrows():
-        marks = ""
-        for row in tests[(tests["dataset"] == dataset) & tests["comparison"].str.startswith(f"{arm} vs ")].to_dict("records"):
-            p = row["p (t-test, epochs)"]
-            if np.isfinite(p) and p < 0.05:
-                reference = row["comparison"].split(" vs ")[1]
-                marks += ("†" if reference.endswith("+l1") else ("**" if p < 0.01 else "*"))
-        rows.append({
-            "dataset": dataset, "arm": arm,
-            "mean (std) over selected epochs": f"{values['mean']:.{digits}f} ({values['std']:.{digits}f}){marks}",
-            "values": int(values["count"]),
-            "median ± std over seeds": seeds.display.loc[f"{dataset} | {arm}", "accuracy"],
-            "seeds": int(seeds.numeric.loc[f"{dataset} | {arm}", ("accuracy", "n")]),
-        })
-    return pd.DataFrame(rows).set_index(["dataset", "arm"])
-
-
-def verdict(tests: pd.DataFrame, alpha: float = 0.05, profile: str | None = None) -> str:
-    """A sentence per comparison, computed from :func:`tests_table`: did global attention win at p < alpha?
-    (After the smoke caveat when ``profile`` is ``smoke``.)"""
-    sentences = []
-    for row in tests.to_dict("records"):
-        attention, reference = row["comparison"].split(" vs ")
-        diff = row["mean attention"] - row["mean reference"]
-        parts = []
-        for label, p in (("paper's t-test over the selected epochs", row["p (t-test, epochs)"]),
-                         ("one-way ANOVA over seeds", row["p (ANOVA, seeds)"])):
-            if not np.isfinite(p):
-                parts.append(f"{label}: too few values")
-                continue
-            outcome = "better" if diff > 0 and p < alpha else ("worse" if diff < 0 and p < alpha else "no significant difference")
-            parts.append(f"{label}: {outcome} (p = {p:.2g})")
-        sentences.append(
-            f"{row['dataset']}: {attention} vs {reference}: mean accuracy {row['mean attention']:.3f} vs "
-            f"{row['mean reference']:.3f} ({row['seeds']} seeds); " + "; ".join(parts) + "."
-        )
-    text = "\n".join(sentences) if sentences else "No attention arm was run beside its vanilla CNN or L1 baseline."
-    return with_profile_caveat(text, profile)
-
-
-def precision_recall(results: Sequence[ArmResult], label_names: Sequence[str]) -> pd.DataFrame:
-    """Per-class precision and recall of each CNN arm's final fit (last epoch), median ± std over seeds."""
-    rows = []
-    for r in results:
-        metrics = r.final.metrics.get("last")
-        if metrics is None:
-            continue
-        rows.append({"group": f"{r.dataset} | {r.arm}",
-                     **{f"{kind}/{name}": metrics[f"{kind}/{name}"] for name in label_names for kind in ("precision", "recall")}})
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows)
-    return median_std(frame, [c for c in frame.columns if c != "group"], "group").display
-
-
-def sensitivity(
-    store: RunStore,
-    data: StudyData,
-    *,
-    profile: str | None,
-    seed: int,
-    device: str | None = None,
-) -> pd.DataFrame:
-    """Fig. 7: the profile's attention arm with one of K, lambda, E changed at a time, rest at default.
-
-    One row per (knob, value): the knob, the value, whether it is the default, the accuracy (paper's
-    figure under the profile's ``sensitivity.selection``) and the final map's region AUC.
-    """
-    settings = study_settings(profile)
-    spec = settings["sensitivity"]
-    arm = f"{spec['backbone']}+attention"
-    defaults = {"k": settings["grid"]["k"][0], "l1_weight": settings["grid"]["l1_weight"][0],
-                "cutoff_epoch": settings["cutoff_epoch"]}
-    fixed = {**defaults, "weight_decay": settings["grid"]["weight_decay"][0]}
-    rows = []
-    for knob in ("k", "l1_weight", "cutoff_epoch"):
-        for value in sorted({defaults[knob], *spec[knob]}):
-            result = run_arm(store, arm, data, profile=profile, seed=seed, overrides={**fixed, knob: value},
-                             selection=spec["selection"], device=device)
-            auc = result.final.metrics.get("map_region_auc", {}).get("final", np.nan)
-            rows.append({"knob": knob, "value": value, "default": value == defaults[knob], "seed": seed,
-                         "accuracy": result.accuracy, "map AUC": auc, "selection": result.selection})
-    return pd.DataFrame(rows)
-
-
-def parameter_counts(data: StudyData, ks: Sequence[int], kernel_size: int = 3) -> pd.DataFrame:
-    """The pixel CNN's parameter count ``K(9NC + 1) + (K + 1)`` for this training set, per K."""
-    c, _, _ = data.image_shape
-    n = len(data.train)
-    return pd.DataFrame([{"dataset": data.name, "N": n, "C": c, "K": k,
-                          "parameters": pixel_cnn_parameter_count(n, c, k, kernel_size)} for k in ks])
-
-
-def map_views(results: Sequence[ArmResult], data: StudyData, seed: int) -> dict[str, Any]:
-    """The initial and final weight maps of each attention/L1 arm of ``seed`` (Figs. 4-6), with titles."""
-    maps, titles, epochs = [], [], []
-    for r in results:
-        if r.seed != seed or Arm.parse(r.arm).variant not in ("attention", "l1"):
-            continue
-        epochs.append(f"{r.arm}: epoch {r.final.metrics['last_epoch']}")
-        stored = r.final.state_dict("maps")
-        auc = r.final.metrics.get("map_region_auc", {})
-        for when in ("initial", "final"):
-            maps.append(stored[when].numpy())
-            score = f", region AUC {auc[when]:.2f}" if when in auc else ""
-            titles.append(f"{r.arm}: {when}{score}")
-    return {
-        "maps": maps, "titles": titles, "region_mask": data.region_mask,
-        "selection": f"seed {seed}: map before training and after the last epoch of the final fit "
-                     f"({', '.join(epochs)}); for the attention arms the map is fixed from the cut-off epoch E + 1 on",
-    }
+    def figures(self, seed: int | None = None) -> list[Figure]:
+        """The epoch selection of ``seed``'s CNN arms, the paper's figure per arm, Figs. 4-6 and Fig. 7 (when
+        :meth:`sensitivity` ran)."""
+        figures = [*self.selection_figures(seed), self.accuracy_figure(), self.map_figure(seed), self.sensitivity_figure()]
+        return [f for f in figures if f is not None]

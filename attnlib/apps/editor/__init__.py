@@ -1,0 +1,7 @@
+"""The interactive attention-map editor: :class:`EditorSession` (state, undo, save, predictions) and
+:class:`AttentionEditor` (its JupyterLab widget)."""
+
+from attnlib.apps.editor.session import EditorSession
+from attnlib.apps.editor.widget import AttentionEditor
+
+__all__ = ["AttentionEditor", "EditorSession"]

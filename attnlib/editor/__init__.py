@@ -1,7 +1,0 @@
-"""The interactive attention-map editor: :class:`EditorSession` (state, undo, save, predictions) and
-:class:`AttentionEditor` (its JupyterLab widget)."""
-
-from attnlib.editor.session import EditorSession
-from attnlib.editor.widget import AttentionEditor
-
-__all__ = ["AttentionEditor", "EditorSession"]

@@ -1,0 +1,1 @@
+"""Scoring trained networks: classification metrics, statistics, explanations, localisation and alignment."""

@@ -1,0 +1,1 @@
+"""Figures and tables of results, and the results digest of a main job."""

@@ -1,0 +1,211 @@
+"""attnlib.evaluation.stats against scipy, a hand-written Welch formula and hand-computed medians."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from attnlib.evaluation.stats import (
+    SMOKE_CAVEAT,
+    describe_change,
+    median_std,
+    one_way_anova,
+    paired_t_test,
+    t_test,
+    tukey_hsd,
+    welch_anova,
+    with_profile_caveat,
+)
+
+METRIC, GROUP = "metrics.best.auc", "config arm"  # a dot and a space, as in RunStore.results frames
+SAMPLES = {
+    "baseline": [0.71, 0.73, 0.72, 0.70, 0.74],
+    "gg-cam": [0.78, 0.80, 0.76, 0.81, 0.79, 0.83],
+    "public code": [0.69, 0.75, 0.72, 0.77],
+}
+
+
+def _frame(samples: dict[str, list[float]] = SAMPLES) -> pd.DataFrame:
+    rows = [(g, v) for g, values in samples.items() for v in values]
+    return pd.DataFrame(rows, columns=[GROUP, METRIC])
+
+
+def _welch_by_hand(samples: list[np.ndarray]) -> tuple[float, float, float, float]:
+    """Welch (1951): weights w_i = n_i / s_i^2 around the weighted mean; returns F, df1, df2, p."""
+    k = len(samples)
+    n = np.array([len(x) for x in samples], dtype=float)
+    means = np.array([x.mean() for x in samples])
+    w = n / np.array([x.var(ddof=1) for x in samples])
+    grand = (w * means).sum() / w.sum()
+    between = (w * (means - grand) ** 2).sum() / (k - 1)
+    lam = ((1 - w / w.sum()) ** 2 / (n - 1)).sum()
+    f = between / (1 + 2 * (k - 2) / (k**2 - 1) * lam)
+    df2 = (k**2 - 1) / (3 * lam)
+    return f, k - 1, df2, scipy_stats.f.sf(f, k - 1, df2)
+
+
+def test_one_way_anova_equals_scipy():
+    result = one_way_anova(_frame(), METRIC, GROUP)
+    expected = scipy_stats.f_oneway(*SAMPLES.values())
+    assert result["F"] == pytest.approx(expected.statistic, rel=1e-10)
+    assert result["p"] == pytest.approx(expected.pvalue, rel=1e-10)
+    assert (result["df_between"], result["df_within"]) == (2, 15 - 3)
+    assert result["n"] == {"baseline": 5, "gg-cam": 6, "public code": 4}
+
+
+def test_welch_anova_equals_hand_formula():
+    result = welch_anova(_frame(), METRIC, GROUP)
+    f, df1, df2, p = _welch_by_hand([np.array(v) for v in SAMPLES.values()])
+    assert result["F"] == pytest.approx(f, rel=1e-10)
+    assert result["df_between"] == df1 and result["df_within"] == pytest.approx(df2, rel=1e-10)
+    assert result["p"] == pytest.approx(p, rel=1e-10)
+    assert result["F"] != pytest.approx(one_way_anova(_frame(), METRIC, GROUP)["F"], rel=1e-3)
+
+
+def test_tukey_hsd_equals_scipy():
+    table = tukey_hsd(_frame(), METRIC, GROUP)
+    names = list(SAMPLES)
+    assert list(table.columns) == ["group1", "group2", "meandiff", "p", "lower", "upper", "reject"]
+    assert table[["group1", "group2"]].values.tolist() == [
+        ["baseline", "gg-cam"],
+        ["baseline", "public code"],
+        ["gg-cam", "public code"],
+    ]
+    expected = scipy_stats.tukey_hsd(*SAMPLES.values())
+    ci = expected.confidence_interval(0.95)
+    for row in table.itertuples():
+        i, j = names.index(row.group1), names.index(row.group2)
+        assert row.meandiff == pytest.approx(np.mean(SAMPLES[row.group2]) - np.mean(SAMPLES[row.group1]))
+        assert row.p == pytest.approx(expected.pvalue[i, j], rel=1e-8)
+        assert (row.lower, row.upper) == pytest.approx((-ci.high[i, j], -ci.low[i, j]), rel=1e-4)
+        assert row.reject == (row.p < 0.05)
+    assert table.reject.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("equal_var", [False, True])
+def test_t_test_equals_scipy(equal_var):
+    result = t_test(_frame(), METRIC, GROUP, "gg-cam", "baseline", equal_var=equal_var)
+    expected = scipy_stats.ttest_ind(SAMPLES["gg-cam"], SAMPLES["baseline"], equal_var=equal_var)
+    assert result["t"] == pytest.approx(expected.statistic, rel=1e-12) and result["t"] > 0
+    assert result["p"] == pytest.approx(expected.pvalue, rel=1e-12)
+    assert result["df"] == pytest.approx(expected.df, rel=1e-12)
+    assert (result["n_a"], result["n_b"]) == (6, 5)
+    assert result["mean_a"] == pytest.approx(np.mean(SAMPLES["gg-cam"]))
+    if equal_var:
+        assert result["df"] == 9
+
+
+
+def test_paired_t_test_equals_scipy_and_matches_pairs():
+    before = [0.70, 0.72, 0.65, 0.80, 0.75]
+    after = [0.74, 0.71, 0.70, 0.86, 0.77]
+    frame = pd.DataFrame({"seed": [*range(5), *range(5)][::-1], "arm": ["before"] * 5 + ["after"] * 5,
+                          "acc": [*before[::-1], *after[::-1]]})
+    frame = frame.sample(frac=1, random_state=0)  # row order must not matter: pairs are matched on seed
+    result = paired_t_test(frame, "acc", "arm", "after", "before", pair="seed")
+    expected = scipy_stats.ttest_rel(after, before)
+    assert result["t"] == pytest.approx(expected.statistic, rel=1e-12) and result["t"] > 0
+    assert result["p"] == pytest.approx(expected.pvalue, rel=1e-12)
+    assert result["df"] == 4 and result["n"] == 5
+    diff = np.subtract(after, before)  # by hand: t = mean(d) / (sd(d) / sqrt(n))
+    assert result["t"] == pytest.approx(diff.mean() / (diff.std(ddof=1) / math.sqrt(5)))
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        paired_t_test(frame[frame["seed"] < 1], "acc", "arm", "after", "before", pair="seed")
+
+
+def test_median_std_by_hand():
+    frame = _frame().assign(recall=lambda f: np.where(f[GROUP] == "baseline", 1.0, 0.5))
+    frame.loc[0, "recall"] = np.nan  # missing values are skipped, and counted out of n
+    out = median_std(frame, [METRIC, "recall"], GROUP)
+    numeric, display = out
+    assert numeric.index.tolist() == ["baseline", "gg-cam", "public code"]
+    assert numeric.loc["baseline", (METRIC, "median")] == pytest.approx(0.72)
+    # gg-cam: median of 6 values = (0.79 + 0.80) / 2; std: mean 0.795, squared deviations sum 0.00295
+    assert numeric.loc["gg-cam", (METRIC, "median")] == pytest.approx(0.795)
+    assert numeric.loc["gg-cam", (METRIC, "std")] == pytest.approx(math.sqrt(0.00295 / 5))
+    assert numeric.loc["baseline", (METRIC, "std")] == pytest.approx(math.sqrt(0.001 / 4))
+    assert numeric.loc["baseline", ("recall", "n")] == 4 and numeric.loc["baseline", (METRIC, "n")] == 5
+    assert display.loc["gg-cam", METRIC] == f"0.795 ± {math.sqrt(0.00295 / 5):.3f}" == "0.795 ± 0.024"
+    assert display.loc["baseline", "recall"] == "1.000 ± 0.000"
+    assert out.display is display and list(display.columns) == [METRIC, "recall"]
+
+
+def test_single_value_group_has_nan_std_in_the_summary():
+    out = median_std(_frame({"a": [0.5], "b": [0.1, 0.3]}), [METRIC], GROUP, digits=2)
+    assert out.display[METRIC].tolist() == ["0.50 ± nan", "0.20 ± 0.14"]
+
+
+@pytest.mark.parametrize("test", [one_way_anova, welch_anova, tukey_hsd])
+def test_errors_name_the_metric_and_group(test):
+    with pytest.raises(ValueError, match=r"'metrics.best.auc' by 'config arm'.*2 groups, got 1"):
+        test(_frame({"a": [0.1, 0.2, 0.3]}), METRIC, GROUP)
+    with pytest.raises(ValueError, match=r"'metrics.best.auc' by 'config arm'.*'b' has 1"):
+        test(_frame({"a": [0.1, 0.2], "b": [0.3]}), METRIC, GROUP)
+    with pytest.raises(KeyError, match="nope"):
+        test(_frame(), "nope", GROUP)
+
+
+def test_missing_values_are_dropped_before_testing():
+    frame = _frame()
+    frame.loc[len(frame)] = ["baseline", np.nan]
+    assert one_way_anova(frame, METRIC, GROUP) == one_way_anova(_frame(), METRIC, GROUP)
+    with pytest.raises(ValueError, match="'b' has 1"):
+        welch_anova(_frame({"a": [0.1, 0.2], "b": [0.3, np.nan]}), METRIC, GROUP)
+
+
+def test_t_test_unknown_group():
+    with pytest.raises(ValueError, match=r"'config arm' = 'other'"):
+        t_test(_frame(), METRIC, GROUP, "baseline", "other")
+
+
+def test_describe_change_words_and_missing_tests():
+    test = {"mean_a": 0.8, "mean_b": 0.7, "p": 0.01}
+    assert describe_change(test, "accuracy", 0.05, higher=True) == (
+        "accuracy 0.700 -> 0.800 (an improvement at p < 0.05, p = 0.01)"
+    )
+    assert "a deterioration" in describe_change(test, "error", 0.05, higher=False)
+    single = describe_change({"mean_a": 0.8, "mean_b": 0.7, "p": float("nan")}, "accuracy", 0.05, higher=True)
+    assert single == "accuracy 0.700 -> 0.800 (no test: too few values or no variation)"
+    assert "nan" not in single
+
+
+def test_smoke_verdicts_say_they_test_the_code():
+    assert with_profile_caveat("X improved.", "smoke") == f"{SMOKE_CAVEAT}\nX improved."
+    assert "test the code, not the method" in SMOKE_CAVEAT
+    assert with_profile_caveat("X improved.", "quick") == "X improved."
+    assert with_profile_caveat("X improved.", None) == "X improved."
+
+
+def test_abn_and_gala_verdicts_carry_the_smoke_caveat():
+    import pandas as pd
+
+    from attnlib.papers import abn, gala
+
+    accuracy = pd.DataFrame({"arm": list(abn.ARMS) * 2, "replicate": [0, 0, 0, 1, 1, 1],
+                             "accuracy": [0.6, 0.7, 0.65, 0.62, 0.72, 0.66]})
+    explained = pd.DataFrame({"method": ["ABN", "fine-tuned"] * 2, "replicate": [0, 0, 1, 1],
+                              "deletion": [0.4, 0.3, 0.42, 0.31], "insertion": [0.5, 0.6, 0.52, 0.61],
+                              "mse": [0.2, 0.1, 0.21, 0.11]})
+    assert abn.verdict(accuracy, explained, profile="smoke").startswith(SMOKE_CAVEAT)
+    assert not abn.verdict(accuracy, explained).startswith(SMOKE_CAVEAT)
+    frame = pd.DataFrame({"arm": ["GALA", "GALA + ClickMe"] * 2, "seed": [0, 0, 1, 1],
+                          "top1_error": [0.5, 0.4, 0.52, 0.41], "alignment": [0.3, 0.4, 0.31, 0.42],
+                          "smoothgrad": [0.2, 0.2, 0.3, 0.3]})  # SmoothGrad unchanged: t-test p is NaN
+    sentence = gala.verdict(frame, profile="smoke")
+    assert sentence.startswith(SMOKE_CAVEAT) and "nan" not in sentence
+    assert "no test: too few values or no variation" in sentence
+
+
+def test_one_way_anova_of_identical_values_is_nan_like_scipy():
+    frame = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 3, "x": [1.0] * 6})
+    result = one_way_anova(frame, "x", "g")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = scipy_stats.f_oneway([1.0] * 3, [1.0] * 3)
+    assert np.isnan(result["F"]) and np.isnan(result["p"]) and np.isnan(expected.pvalue)
+    assert (result["df_between"], result["df_within"]) == (1.0, 4.0)
