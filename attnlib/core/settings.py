@@ -14,7 +14,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar, Union
 
 from attnlib import UsageError
@@ -26,10 +26,11 @@ class SettingsError(UsageError):
     """A profile section that does not match its settings dataclass (unknown/missing key, wrong type)."""
 
 
-def from_mapping(cls: type[T], data: Any, where: str) -> T:
+def from_mapping(cls: type[T], data: Any, where: str, required: Collection[str] = ()) -> T:
     """``cls`` (a dataclass) built from ``data``; ``where`` names the file and key path for errors
     (e.g. ``"quick.yaml: gg_cam"``). Nested dataclass fields are read recursively; lists become tuples
-    where the field says ``tuple``."""
+    where the field says ``tuple``. ``required``: fields that must be set although they have a default
+    (e.g. the knobs of a data generator that shape a result)."""
     if not isinstance(data, Mapping):
         raise SettingsError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -42,7 +43,8 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         raise SettingsError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(fields)}")
     missing = [
         name for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in data and (name in required or (
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))
     ]
     if missing:
         raise SettingsError(f"{where}: missing key(s) {missing}: every knob must be set explicitly in the profile")

@@ -51,10 +51,10 @@ def verify_command(args: argparse.Namespace) -> int:
     from attnlib.data.real.clickme import verify_clickme
     from attnlib.data.real.cub import verify_cub
     from attnlib.data.real.egd_cxr import EGDCXRPaths
+    from attnlib.data.real.egd_cxr_verify import verify_egd_cxr
     from attnlib.data.real.idrid import verify_idrid
     from attnlib.data.real.idrid_lesions import verify_idrid_lesions
     from attnlib.data.real.jaffe import verify_jaffe
-    from attnlib.data.real.manifest import verify_egd_cxr
 
     if args.bubbles is not None and args.dataset != "cub":
         raise SystemExit(f"--bubbles applies to cub only, not {args.dataset}")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 from attnlib.data.real.clickme import is_tfrecord_name
-from attnlib.data.real.cub import is_hidden
-from attnlib.data.synthetic.generated import CONFIG_FILE
 from attnlib.data.real.idrid import GRADING_DIR
 from attnlib.data.real.idrid_lesions import SEGMENTATION_DIR
+from attnlib.data.real.images import is_hidden
 from attnlib.data.real.jaffe import NAME_PATTERN, image_folder
+from attnlib.data.synthetic.generated import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 

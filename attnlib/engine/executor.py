@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from attnlib.core.seeding import seed_everything, torch_generator, worker_init_fn
+from attnlib.data.contract import ContractDataset
 from attnlib.engine.runstore import RunResult, RunSpec, RunStore
 from attnlib.engine.trainer import FitResult, TrainConfig, Trainer
 from attnlib.evaluation.metrics import classification_metrics
@@ -183,11 +184,13 @@ def score(
 
 def data_fingerprint(datasets: Mapping[str, Dataset]) -> str:
     """One hash over the splits' ``fingerprint`` (the dataset contract,
-    :class:`~attnlib.data.contract.Dataset`)."""
+    :class:`~attnlib.data.contract.ContractDataset`)."""
     parts = []
     for name in sorted(datasets):
-        fingerprint = getattr(datasets[name], "fingerprint", None)
-        if fingerprint is None:
-            raise TypeError(f"dataset of split {name!r} has no fingerprint: it does not follow the dataset contract")
-        parts.append(f"{name}={fingerprint}")
+        if not isinstance(datasets[name], ContractDataset):
+            raise TypeError(
+                f"dataset of split {name!r} ({type(datasets[name]).__name__}) does not follow the dataset contract "
+                "(attnlib.data.contract): it needs label_names and a fingerprint"
+            )
+        parts.append(f"{name}={datasets[name].fingerprint}")
     return hashlib.sha256(";".join(parts).encode()).hexdigest()[:12]

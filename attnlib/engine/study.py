@@ -30,6 +30,7 @@ from attnlib.evaluation.stats import median_std, one_way_anova, paired_t_test, w
 from attnlib.reporting.digest import Claim
 
 S = TypeVar("S")
+StudyT = TypeVar("StudyT", bound="Study")
 TestName = Literal["anova", "paired_t"]
 #: The tidy results frame's columns, in order.
 RESULT_COLUMNS = ("study", "arm", "scenario", "seed", "checkpoint", "metric", "value")
@@ -125,12 +126,12 @@ class Study(ABC, Generic[S]):
 
     @classmethod
     def create(
-        cls,
+        cls: type[StudyT],
         profile: str | None = None,
         results_folder: str | Path | None = None,
         device: str | None = None,
         **options: Any,
-    ) -> Study:
+    ) -> StudyT:
         """The study from a notebook's parameters (:meth:`StudyContext.create`); ``options`` go to ``__init__``."""
         return cls(StudyContext.create(profile, results_folder, device), **options)
 
@@ -224,14 +225,15 @@ class Study(ABC, Generic[S]):
         group = wide["scenario"] + " | " + wide["arm"] if len(self.scenarios()) > 1 else wide["arm"]
         table = median_std(wide.assign(group=group), metrics, "group").display
         table.columns = [self.metrics[m].title for m in metrics]
-        return table.reindex([g for g in dict.fromkeys(group) if g in table.index])
+        order = [f"{s} | {a}" if len(self.scenarios()) > 1 else a for s in self.scenarios() for a in self.arms()]
+        return table.reindex([g for g in order if g in table.index] + [g for g in table.index if g not in order])
 
     def tests(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
         """The paper's test (:attr:`test`) of every comparison, metric and checkpoint present, per scenario.
 
         Columns: scenario, comparison, metric, title, checkpoint, median method, median reference, n (seeds
-        with both), test, statistic, p. The statistic and p are NaN with fewer than 2 seeds or when every
-        value of both arms is equal.
+        with both), test, statistic, p; a row only where both arms have the metric. The statistic and p are NaN
+        with fewer than 2 seeds or when every value of both arms is equal.
         """
         rows = []
         for scenario in self.scenarios():
@@ -242,7 +244,9 @@ class Study(ABC, Generic[S]):
                     for metric in metrics if metrics is not None else self.metrics:
                         if metric not in wide.columns or wide.empty:
                             continue
-                        rows.append(self._test_row(wide, scenario, comparison, metric, checkpoint))
+                        have = set(wide.dropna(subset=[metric])["arm"])
+                        if {comparison.method, comparison.reference} <= have:  # both arms measured it
+                            rows.append(self._test_row(wide, scenario, comparison, metric, checkpoint))
         columns = ["scenario", "comparison", "metric", "title", "checkpoint", "median method", "median reference",
                    "n", "test", "statistic", "p"]
         return pd.DataFrame(rows, columns=columns)

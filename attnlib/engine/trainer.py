@@ -28,8 +28,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, ReduceLROnPlateau
 from torch.utils.data import DataLoader
 
-from attnlib.core.io import atomic_write_bytes
 from attnlib.core.device import default_device
+from attnlib.core.io import atomic_write_bytes
 from attnlib.core.progress import tqdm
 from attnlib.core.seeding import seed_everything
 from attnlib.methods.base import Method, StepOutput

@@ -137,6 +137,10 @@ def paired_t_test(frame: pd.DataFrame, metric: str, group: str, a: Hashable, b: 
     both = wide[[a, b]].dropna().astype(float)
     if len(both) < 2:
         raise ValueError(f"{metric!r}: a paired t-test of {a!r} vs {b!r} needs at least 2 pairs, got {len(both)}")
+    differences = both[a] - both[b]
+    if np.ptp(differences) <= 1e-12 * max(1.0, float(np.abs(differences).max())):  # no variance (to round-off): no test
+        return {"t": float("nan"), "p": float("nan"), "df": float(len(both) - 1),
+                "mean_a": float(both[a].mean()), "mean_b": float(both[b].mean()), "n": len(both)}
     result = scipy_stats.ttest_rel(both[a], both[b])
     return {"t": float(result.statistic), "p": float(result.pvalue), "df": float(result.df),
             "mean_a": float(both[a].mean()), "mean_b": float(both[b].mean()), "n": len(both)}

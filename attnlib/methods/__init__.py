@@ -1,6 +1,6 @@
 """Training methods of the reproduced papers (each an ``attnlib.methods.base.Method``)."""
 
-from attnlib.methods.gg_cam import CAMClassifier, GGCAM, GGCAMConfig, backbone_family
+from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig, backbone_family
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
 
 __all__ = [

@@ -15,10 +15,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attnlib.losses.abn import fine_tuning_loss
-from attnlib.losses.abn import abn_loss
-from attnlib.models.abn import ABNet, ABNOutput, freeze_feature_extractor
+from attnlib.losses.abn import abn_loss, fine_tuning_loss
 from attnlib.methods.base import Method, StepOutput
+from attnlib.models.abn import ABNet, ABNOutput, freeze_feature_extractor
 
 Selection = Literal["misclassified", "lowest_confidence"]
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlib.losses.clickme import Variant, clickme_loss, default_weight
-from attnlib.models.gala import forward_with_volumes
 from attnlib.methods.base import Method, StepOutput
+from attnlib.models.gala import forward_with_volumes
 
 
 class ClickMeSupervised(Method):

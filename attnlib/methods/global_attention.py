@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlib.losses.global_attention import REDUCTIONS, Reduction, l1_penalty, penalised_loss
+from attnlib.methods.base import Method, StepOutput
 from attnlib.models.pixel_attention import (
     ACTIVATIONS,
     Activation,
@@ -27,8 +29,6 @@ from attnlib.models.pixel_attention import (
     check_pixel_memory,
     pixel_representation,
 )
-from attnlib.losses.global_attention import REDUCTIONS, Reduction, l1_penalty, penalised_loss
-from attnlib.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from attnlib.models import local_attention
-from attnlib.models.registry import set_submodule, register_backbone
+from attnlib.models.registry import register_backbone, set_submodule
 
 #: torchvision backbones used by the papers (and efficientnet_b0, a small one for CPU profiles):
 #: name -> (weights, stem, head, feature layer).

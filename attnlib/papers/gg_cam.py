@@ -30,13 +30,13 @@ from matplotlib.figure import Figure
 
 from attnlib.core.device import default_device
 from attnlib.data.real.egd_cxr import EGDCXR, EGDCXRSettings
-from attnlib.data.synthetic.defaults import egd_cxr_paths, synthetic_egd_cxr
 from attnlib.data.synthetic.cxr import read_truth
+from attnlib.data.synthetic.defaults import egd_cxr_paths, synthetic_egd_cxr
 from attnlib.engine.executor import TrainingRun, execute
 from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, StudyContext
 from attnlib.engine.trainer import TrainConfig
-from attnlib.evaluation.stats import median_std
 from attnlib.evaluation.localisation import cam_localisation_evaluator
+from attnlib.evaluation.stats import median_std
 from attnlib.methods.base import Method
 from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig
 from attnlib.models.cam import CAMNet, cam_grid, create_cam_model

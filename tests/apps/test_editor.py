@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from attnlib.data.maps import edited_maps
-from attnlib.data.arrays import ArrayDataset
-from attnlib.data.maps.edited_maps import EditedMapStore
-from attnlib.data.maps.editing import Stroke, edit_map, upsample
 from attnlib.apps.editor import AttentionEditor, EditorSession
 from attnlib.apps.editor import widget as widget_module
 from attnlib.apps.editor.widget import HEADLESS
+from attnlib.data.arrays import ArrayDataset
+from attnlib.data.maps import edited_maps
+from attnlib.data.maps.edited_maps import EditedMapStore
+from attnlib.data.maps.editing import Stroke, edit_map, upsample
 from attnlib.methods.abn import table1_errors
 from attnlib.models.abn import create_abn
 

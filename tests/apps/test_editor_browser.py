@@ -224,7 +224,6 @@ def _check_saved_stroke(home: Path, box: dict[str, float]) -> None:
     from attnlib.data.maps.edited_maps import EditedMapStore
     from attnlib.data.maps.editing import edit_map
     from attnlib.papers import abn
-    from attnlib.engine.runstore import RunStore
 
     records = sorted((home / "runs" / "edited_maps").glob("*/*.json"))
     assert len(records) == 1, records
@@ -239,12 +238,11 @@ def _check_saved_stroke(home: Path, box: dict[str, float]) -> None:
     np.testing.assert_allclose(start, [0.5 * height - 0.5, 0.1 * width - 0.5], atol=1.0)
     np.testing.assert_allclose(end, [0.5 * height - 0.5, 0.9 * width - 0.5], atol=1.0)
 
-    settings = abn.study_settings("smoke")
-    data = abn.load_data("synthetic", None, "smoke")
-    base = abn.train_base(RunStore(None), data, 0, settings, "smoke", "cpu")  # the kernel's run, loaded
+    study = abn.ABNStudy.create("smoke", None, "cpu")
+    base = study.base(0)  # the kernel's run, loaded
     assert provenance.model_key == base.spec.key
-    train, _ = data.replicate(0)
-    model = abn.load_abn(base, settings, data)
+    train, _ = study.data.replicate(0)
+    model = study.network(base)
     image = train.images[train.ids.index(records[0].stem)]
     with torch.no_grad():
         network_map = model(image[None]).predicted_map[0, 0].numpy()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from attnlib.data.layouts import detect_layout, resolve_dataset
 from attnlib.data.real.layout_samples import (
     write_clickme_sample,
     write_cub_sample,
@@ -13,7 +14,6 @@ from attnlib.data.real.layout_samples import (
     write_idrid_segmentation_sample,
     write_jaffe_sample,
 )
-from attnlib.data.layouts import detect_layout, resolve_dataset
 from attnlib.papers import abn, gala
 from attnlib.papers import global_attention as ga
 
@@ -67,13 +67,13 @@ def test_global_attention_needs_only_data_root(tmp_path):
 
 @pytest.mark.slow
 def test_abn_needs_only_data_root(tmp_path):
-    data = abn.load_data(data_root=write_cub_sample(tmp_path / "cub"), profile="smoke")
-    assert data.name == "cub"
+    study = abn.ABNStudy.create("smoke", tmp_path / "store", data_root=write_cub_sample(tmp_path / "cub"))
+    assert study.data.name == "cub"
     with pytest.raises(ValueError, match="holds jaffe data, which the ABN study does not use"):
-        abn.load_data(data_root=write_jaffe_sample(tmp_path / "jaffe"), profile="smoke")
+        abn.ABNStudy.create("smoke", tmp_path / "store", data_root=write_jaffe_sample(tmp_path / "jaffe")).data
 
 
 @pytest.mark.slow
 def test_gala_needs_only_data_root(tmp_path):
-    data = gala.load_data(data_root=write_clickme_sample(tmp_path / "clickme", "npz"), profile="smoke")
-    assert data.name == "clickme"
+    root = write_clickme_sample(tmp_path / "clickme", "npz")
+    assert gala.GALAStudy.create("smoke", tmp_path / "store", data_root=root).data.name == "clickme"

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 from attnlib.data.real.egd_cxr import EGDCXR, EGDCXRPaths, EGDCXRSettings
-from attnlib.models.registry import create_model
-from attnlib.engine.sweep import sweep
+from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 from attnlib.engine import trainer as trainer_module
 from attnlib.engine.executor import TrainingRun, execute
+from attnlib.engine.runstore import RunStore
+from attnlib.engine.sweep import sweep
+from attnlib.engine.trainer import TrainConfig
 from attnlib.evaluation.stats import median_std
 from attnlib.methods.base import Classifier
-from attnlib.engine.runstore import RunStore
-from attnlib.engine.trainer import TrainConfig
+from attnlib.models.registry import create_model
 
 PROBE = Path(__file__).parent / "notebooks" / "train_probe.ipynb"
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from attnlib.engine.executor import TrainingRun, data_fingerprint, execute, make_loaders, train_identity
-from attnlib.evaluation.localisation import cam_localisation_evaluator
-from attnlib.methods.base import Classifier, Method, StepOutput
 from attnlib.engine.runstore import RunSpec, RunStore
 from attnlib.engine.trainer import CHECKPOINT, TrainConfig, Trainer
+from attnlib.evaluation.localisation import cam_localisation_evaluator
+from attnlib.methods.base import Classifier, Method, StepOutput
 
 TIMING = ["data_seconds", "compute_seconds", "epoch_seconds"]
 

@@ -181,26 +181,6 @@ def test_smoke_verdicts_say_they_test_the_code():
     assert with_profile_caveat("X improved.", None) == "X improved."
 
 
-def test_abn_and_gala_verdicts_carry_the_smoke_caveat():
-    import pandas as pd
-
-    from attnlib.papers import abn, gala
-
-    accuracy = pd.DataFrame({"arm": list(abn.ARMS) * 2, "replicate": [0, 0, 0, 1, 1, 1],
-                             "accuracy": [0.6, 0.7, 0.65, 0.62, 0.72, 0.66]})
-    explained = pd.DataFrame({"method": ["ABN", "fine-tuned"] * 2, "replicate": [0, 0, 1, 1],
-                              "deletion": [0.4, 0.3, 0.42, 0.31], "insertion": [0.5, 0.6, 0.52, 0.61],
-                              "mse": [0.2, 0.1, 0.21, 0.11]})
-    assert abn.verdict(accuracy, explained, profile="smoke").startswith(SMOKE_CAVEAT)
-    assert not abn.verdict(accuracy, explained).startswith(SMOKE_CAVEAT)
-    frame = pd.DataFrame({"arm": ["GALA", "GALA + ClickMe"] * 2, "seed": [0, 0, 1, 1],
-                          "top1_error": [0.5, 0.4, 0.52, 0.41], "alignment": [0.3, 0.4, 0.31, 0.42],
-                          "smoothgrad": [0.2, 0.2, 0.3, 0.3]})  # SmoothGrad unchanged: t-test p is NaN
-    sentence = gala.verdict(frame, profile="smoke")
-    assert sentence.startswith(SMOKE_CAVEAT) and "nan" not in sentence
-    assert "no test: too few values or no variation" in sentence
-
-
 def test_one_way_anova_of_identical_values_is_nan_like_scipy():
     frame = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 3, "x": [1.0] * 6})
     result = one_way_anova(frame, "x", "g")
@@ -209,3 +189,12 @@ def test_one_way_anova_of_identical_values_is_nan_like_scipy():
         expected = scipy_stats.f_oneway([1.0] * 3, [1.0] * 3)
     assert np.isnan(result["F"]) and np.isnan(result["p"]) and np.isnan(expected.pvalue)
     assert (result["df_between"], result["df_within"]) == (1.0, 4.0)
+
+
+def test_paired_t_test_of_constant_differences_is_nan_without_a_warning():
+    frame = pd.DataFrame({"g": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2], "x": [0.5, 0.4, 0.6, 0.5, 0.7, 0.6]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = paired_t_test(frame, "x", "g", "a", "b", "seed")
+    assert np.isnan(result["t"]) and np.isnan(result["p"]) and result["n"] == 3
+    assert result["mean_a"] == pytest.approx(0.6) and result["mean_b"] == pytest.approx(0.5)

@@ -12,9 +12,8 @@ import torch
 
 from attnlib.data.arrays import ArrayDataset
 from attnlib.data.maps.edited_maps import EditedMap, EditedMapDataset, Provenance
-from attnlib.losses.abn import fine_tuning_loss, map_distance
+from attnlib.losses.abn import abn_loss, fine_tuning_loss, map_distance
 from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples
-from attnlib.losses.abn import abn_loss
 from attnlib.models.abn import ABNOutput, create_abn
 
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from attnlib.methods.gg_cam import CAMClassifier, GGCAM, GGCAMConfig, backbone_family
 from attnlib.engine.executor import make_loaders
 from attnlib.engine.trainer import TrainConfig, Trainer
+from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig, backbone_family
 
 NUM_CLASSES = 3
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from attnlib.engine.trainer import TrainConfig, Trainer
 from attnlib.losses.global_attention import l1_penalty
 from attnlib.methods.global_attention import (
     GlobalAttention,
@@ -20,7 +21,6 @@ from attnlib.models.pixel_attention import (
     pixel_cnn_parameter_count,
     pixel_representation,
 )
-from attnlib.engine.trainer import TrainConfig, Trainer
 
 N, C, H, W = 8, 1, 16, 16
 

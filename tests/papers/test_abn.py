@@ -202,7 +202,7 @@ def test_paired_t_tests_and_verdict_by_hand(tmp_path):
     sentence = study.verdict()
     assert not sentence.startswith(SMOKE_CAVEAT)
     assert "ABN + fine-tuning vs ABN: test accuracy (Tables 3, 6): median 0.600 -> 0.710; better (p = " in sentence
-    assert ("ABN + fine-tuning vs ABN: deletion (RISE) of the arm's attention map: median 0.400 -> 0.310; "
+    assert ("ABN + fine-tuning vs ABN: deletion (RISE), the arm's own attention map: median 0.400 -> 0.310; "
             "better (p = ") in sentence
     assert "median 1.000 -> 0.750; better" in sentence
     claims = {c.claim: c for c in study.claims()}

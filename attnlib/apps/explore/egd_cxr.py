@@ -4,8 +4,6 @@ generator's per-image ground truth (:func:`attnlib.data.synthetic.cxr.read_truth
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 

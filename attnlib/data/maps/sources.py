@@ -36,12 +36,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.ndimage import distance_transform_edt
 
-import torch
-
-from attnlib.data.real.clickme import blur_map
 from attnlib.data.maps.editing import Stroke, apply_strokes, downsample, upsample
+from attnlib.data.real.clickme import blur_map
 
 BUBBLE_COLUMNS = ("x", "y", "radius")
 

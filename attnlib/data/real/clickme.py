@@ -48,11 +48,10 @@ from google.protobuf.message import DecodeError
 from PIL import Image
 from tfrecord.example_pb2 import Example, Features
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import gaussian_blur, resize
 
-from attnlib.data.real.cub import is_hidden
-from attnlib.data.real.idrid import image_item
+from attnlib.data.contract import TableDataset
+from attnlib.data.real.images import image_item, is_hidden
 from attnlib.data.real.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
@@ -548,7 +547,7 @@ def read_label_names(path: str | Path) -> list[str]:
 
 
 @dataclass(eq=False)
-class ClickMe(Dataset):
+class ClickMe(TableDataset):
     """ClickMe images with their human importance maps (Linsley et al., ICLR 2019), in the dataset contract.
 
     ``root`` is a folder of npz or TFRecord files (searched recursively) or one TFRecord file; the
@@ -619,8 +618,6 @@ class ClickMe(Dataset):
         )
         log.info("ClickMe %s: %d images in %d %s files", self.split or "all", len(self), len(rels), self.form)
 
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def where(self, i: int) -> str:
         """Item ``i``'s file (and record) as error messages name it."""

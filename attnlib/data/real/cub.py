@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 import scipy.io
 from PIL import Image
-from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.real.idrid import image_item
+from attnlib.data.contract import LabelledDataset
+from attnlib.data.real.images import image_item, is_hidden
 from attnlib.data.real.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,6 @@ class Annotation:
 
     seg: np.ndarray
     bbox: BBox
-
-
-def is_hidden(rel: str) -> bool:
-    """Whether any part of the relative path starts with ``.`` (e.g. the ``._*`` resource forks)."""
-    return any(part.startswith(".") for part in Path(rel).parts)
 
 
 def class_number(rel: str) -> int:
@@ -223,7 +218,7 @@ def read_image(path: str | Path, size: int | None = 224) -> np.ndarray:
 
 
 @dataclass(eq=False)
-class CUB200(Dataset):
+class CUB200(LabelledDataset):
     """CUB-200-2010 in attnlib's dataset contract (Welinder et al., Caltech CNS-TR-2010-001).
 
     Get the data from https://www.vision.caltech.edu/datasets/cub_200/ (images, lists, annotations)
@@ -264,14 +259,6 @@ class CUB200(Dataset):
         self.labels = self.metadata["label"].to_numpy(dtype=np.int64)
         log.info("CUB-200-2010 %s: %d images of %d classes", self.split, len(self), len(self.label_names))
 
-    def __len__(self) -> int:
-        return len(self.metadata)
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        """Images per class in this split, in :attr:`label_names` order."""
-        counts = np.bincount(self.labels, minlength=len(self.label_names))
-        return dict(zip(self.label_names, counts.tolist(), strict=True))
 
     def image_path(self, i: int) -> Path:
         return self.root / IMAGES_DIR / self.metadata.at[i, "id"]

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
+from attnlib.data.contract import LabelledDataset
 from attnlib.data.real.dicom import dicom_metadata, read_dicom_cached
 from attnlib.data.real.gaze import (
     PUBLIC_PAD,
@@ -340,7 +340,7 @@ class EGDCXRSettings:
 
 
 @dataclass(eq=False)
-class EGDCXR(Dataset):
+class EGDCXR(LabelledDataset):
     """EGD-CXR images with gaze heat maps and organ masks, in attnlib's dataset contract.
 
     ``split`` selects ``train``/``val``/``test`` (None: all rows) from ``split_file`` or, when that
@@ -409,8 +409,6 @@ class EGDCXR(Dataset):
         view.__dict__.pop("fingerprint", None)
         return view
 
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def dicom_path(self, i: int) -> Path:
         return self.paths.mimic_root / self.metadata.at[i, "path"]

@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image, ImageFilter
-from torch.utils.data import Dataset
-from attnlib.core.progress import tqdm
 
+from attnlib.core.progress import tqdm
 from attnlib.data.cache import ArrayCache
+from attnlib.data.contract import LabelledDataset
+from attnlib.data.real.images import image_item
 from attnlib.data.real.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ TASK_PREFIX: dict[str, str] = {"retinopathy": "DR", "macular_edema": "ME"}
 #: The paper keeps columns 260 ... 3685 (inclusive) of the 4288 px wide originals.
 ORIGINAL_WIDTH = 4288
 CROP_X = (260, 3685)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Right eyes the global-attention paper flipped: 0-based indices into the sorted official image lists
 #: (index i is ``IDRiD_{i+1:03d}`` in both sets), as listed in the paper.
@@ -75,15 +73,6 @@ RIGHT_EYE_INDICES: dict[str, tuple[int, ...]] = {
         55, 57, 60, 62, 63, 64, 66, 67, 69, 71, 76, 81, 82, 84, 86, 87, 90, 94, 96, 100, 102,
     ),
 }
-
-
-def image_item(i: int, image_id: str, img: np.ndarray, label: int, standardize: bool) -> dict[str, object]:
-    """The dataset-contract item of an RGB image in [0, 1] (C x H x W), ImageNet-standardised when asked."""
-    if standardize:
-        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-        std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
-        img = (img - mean) / std
-    return {"idx": i, "id": image_id, "img": torch.from_numpy(img), "lab": label}
 
 
 class IDRiDFormatError(ValueError):
@@ -230,7 +219,7 @@ class IDRiDSettings:
 
 
 @dataclass(eq=False)
-class IDRiD(Dataset):
+class IDRiD(LabelledDataset):
     """IDRiD Disease Grading in attnlib's dataset contract (Porwal et al., Data 2018; IEEE DataPort).
 
     Get the data from https://ieee-dataport.org/open-access/indian-diabetic-retinopathy-image-dataset-idrid
@@ -285,14 +274,6 @@ class IDRiD(Dataset):
         path = label_file(self.root, split)
         return read_grading_csv(path)[self.task].tolist() if path.is_file() else []
 
-    def __len__(self) -> int:
-        return len(self.metadata)
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        """Images per class in this split, in :attr:`label_names` order."""
-        counts = np.bincount(self.labels, minlength=len(self.label_names))
-        return dict(zip(self.label_names, counts.tolist(), strict=True))
 
     def with_settings(self, **changes: Any) -> IDRiD:
         """A view with some preprocessing settings changed, sharing the table and the cache."""

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
+from attnlib.data.contract import LabelledDataset
 from attnlib.data.real.idrid import (
     IMAGE_DIRS,
     SPLITS,
@@ -45,11 +45,11 @@ from attnlib.data.real.idrid import (
     Split,
     crop_bounds,
     detect_laterality,
-    image_item,
     list_images,
     read_fundus,
     verify_idrid,
 )
+from attnlib.data.real.images import image_item
 from attnlib.data.real.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def is_healthy(grading: pd.DataFrame) -> pd.Series:
 
 
 @dataclass(eq=False)
-class IDRiDLesions(Dataset):
+class IDRiDLesions(LabelledDataset):
     """The ABN paper's IDRiD task (module docstring) in attnlib's dataset contract.
 
     ``root`` is the unpacked IDRiD folder holding ``A. Segmentation`` and ``B. Disease Grading``.
@@ -209,14 +209,6 @@ class IDRiDLesions(Dataset):
     def _any(self, path: Path) -> bool:
         return bool(self._cached(path, {"idrid_mask_any": 1}, lambda: np.array([read_mask(path).any()]))[0])
 
-    def __len__(self) -> int:
-        return len(self.metadata)
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        """Images per class, in :attr:`label_names` order."""
-        counts = np.bincount(self.labels, minlength=len(self.label_names))
-        return dict(zip(self.label_names, counts.tolist(), strict=True))
 
     def flips(self, i: int) -> bool:
         """Whether image ``i`` (and its lesion mask) is mirrored: Disease Grading images as

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from attnlib.data.cache import ArrayCache
+from attnlib.data.contract import LabelledDataset
 from attnlib.data.real.manifest import Problem, load_manifest, not_decoded
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class JAFFESettings:
 
 
 @dataclass(eq=False)
-class JAFFE(Dataset):
+class JAFFE(LabelledDataset):
     """JAFFE faces labelled by their semantic ratings, in attnlib's dataset contract.
 
     Lyons et al., "Coding facial expressions with Gabor wavelets", FG 1998; get the data from Zenodo
@@ -260,8 +260,6 @@ class JAFFE(Dataset):
         if self.metadata.empty:
             raise JAFFEFormatError(f"{self.root}: no TIFF matches a row of the ratings in {self.readme}")
 
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def image_path(self, i: int) -> Path:
         return self.root / self.metadata.at[i, "file"]

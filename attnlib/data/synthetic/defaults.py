@@ -1,23 +1,53 @@
-"""The default data of every notebook: a real root when given, else the profile's synthetic set."""
+"""The default data of every notebook: a real root when given, else the profile's synthetic set.
+
+A profile's synthetic section must set every knob of :data:`KNOBS` (the ones that shape a result: size, evidence,
+cues, annotators); the generators' other fields (seeds, split fractions, codec shares) are design constants.
+An unknown, missing or mistyped knob is an error naming the profile file and key.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from attnlib.core.paths import data_dir
+from attnlib.core.profiles import load_profile, profile_name
+from attnlib.core.settings import from_mapping
 from attnlib.data.real.egd_cxr import EGDCXRPaths
 from attnlib.data.synthetic.cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr
 from attnlib.data.synthetic.finegrained import FineGrainedConfig, generate_finegrained
 from attnlib.data.synthetic.structured import StructuredConfig, generate_structured
-from attnlib.core.paths import data_dir
-from attnlib.core.profiles import load_profile
+
+#: Per synthetic section of a profile: its generator's config and the knobs every profile must set.
+KNOBS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "egd_cxr_synthetic": (SyntheticCXRConfig, ("n_images", "rows", "cols", "evidence_strength")),
+    "global_attention_synthetic": (StructuredConfig, (
+        "n_images", "size", "channels", "n_classes", "evidence_strength", "region_size", "cue", "cue_correlation_train",
+    )),
+    "abn_synthetic": (FineGrainedConfig, (
+        "n_images", "size", "n_classes", "evidence_strength", "part_radius", "distractor_size",
+        "distractor_correlation_train", "n_annotators", "bubbles_per_annotator", "annotator_jitter", "annotator_miss",
+    )),
+}
+KNOBS["gala_synthetic"] = KNOBS["abn_synthetic"]
+
+
+def synthetic_config(section: str, profile: str | None = None, **overrides: Any) -> Any:
+    """The generator config of the profile's synthetic ``section`` (checked: :data:`KNOBS`), with ``overrides``."""
+    if section not in KNOBS:
+        raise ValueError(f"unknown synthetic section {section!r}; choose from {sorted(KNOBS)}")
+    cls, knobs = KNOBS[section]
+    name = profile_name(profile)
+    config = from_mapping(cls, load_profile(name).get(section, {}), f"{name}.yaml: {section}", required=knobs)
+    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def synthetic_egd_cxr_config(profile: str | None = None, **overrides: Any) -> SyntheticCXRConfig:
     """The profile's synthetic EGD-CXR knobs, with ``overrides`` (e.g. ``cue="marker_position"``)."""
-    return SyntheticCXRConfig(**{**load_profile(profile)["egd_cxr_synthetic"], **overrides})
+    return synthetic_config("egd_cxr_synthetic", profile, **overrides)
 
 
 def synthetic_egd_cxr(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
@@ -32,7 +62,7 @@ def synthetic_egd_cxr(profile: str | None = None, root: Path | None = None, **ov
 
 def synthetic_structured_config(profile: str | None = None, **overrides: Any) -> StructuredConfig:
     """The profile's synthetic structured-image knobs (global attention), with ``overrides`` (e.g. ``cue=True``)."""
-    return StructuredConfig(**{**load_profile(profile).get("global_attention_synthetic", {}), **overrides})
+    return synthetic_config("global_attention_synthetic", profile, **overrides)
 
 
 def synthetic_structured(profile: str | None = None, root: Path | None = None, **overrides: Any) -> Path:
@@ -46,7 +76,7 @@ def synthetic_finegrained_config(
 ) -> FineGrainedConfig:
     """The profile's synthetic fine-grained knobs, with ``overrides``; ``section`` "abn_synthetic" (ABN +
     edited maps) or "gala_synthetic" (the ClickMe-like default of GALA)."""
-    return FineGrainedConfig(**{**load_profile(profile).get(section, {}), **overrides})
+    return synthetic_config(section, profile, **overrides)
 
 
 def synthetic_finegrained(

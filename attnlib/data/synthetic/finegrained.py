@@ -40,11 +40,11 @@ import pandas as pd
 import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-from torch.utils.data import Dataset
 
-from attnlib.data.synthetic.generated import CONFIG_FILE, GeneratorConfig, generate_folder
-from attnlib.data.splits import balanced_split
 from attnlib.core.progress import tqdm
+from attnlib.data.contract import LabelledDataset
+from attnlib.data.splits import balanced_split
+from attnlib.data.synthetic.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 
 GENERATOR_VERSION = "1"
 SPLITS = ("train", "test")
@@ -126,7 +126,6 @@ class FineGrainedConfig(GeneratorConfig):
     def _shown(self, rule: str) -> str:
         names = [f.name for f in dataclasses.fields(self) if f.name in rule]
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
-
 
 
 def class_colours(n_classes: int) -> np.ndarray:
@@ -278,7 +277,7 @@ def generate_finegrained(
 
 
 @dataclass(eq=False)
-class FineGrainedDataset(Dataset):
+class FineGrainedDataset(LabelledDataset):
     """A synthetic fine-grained set in attnlib's dataset contract (``idx, id, img`` float32 3 x H x W in
     [0, 1], ``lab``), ``split`` "train", "test" or None (all). ``evidence_mask(i)``, ``distractor_mask(i)``
     and ``bubbles(i)`` give the true part, the distractor and the simulated players' bubbles."""
@@ -323,8 +322,6 @@ class FineGrainedDataset(Dataset):
             raise FineGrainedFormatError(f"{path}: missing columns {missing}")
         return table
 
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` as float32 3 x H x W in [0, 1]."""

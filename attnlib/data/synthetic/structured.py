@@ -48,11 +48,11 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import Dataset
 
-from attnlib.data.synthetic.generated import CONFIG_FILE, GeneratorConfig, generate_folder
-from attnlib.data.splits import balanced_split
 from attnlib.core.progress import tqdm
+from attnlib.data.contract import LabelledDataset
+from attnlib.data.splits import balanced_split
+from attnlib.data.synthetic.generated import CONFIG_FILE, GeneratorConfig, generate_folder
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ class StructuredConfig(GeneratorConfig):
             problems.append(f"seed and split_seed must be >= 0, got {self.seed} and {self.split_seed}")
         if problems:
             raise ValueError("invalid StructuredConfig: " + "; ".join(problems))
-
 
 
 def region_box(config: StructuredConfig) -> tuple[int, int, int, int]:
@@ -257,7 +256,7 @@ def generate_structured(
 
 
 @dataclass(eq=False)
-class StructuredDataset(Dataset):
+class StructuredDataset(LabelledDataset):
     """A synthetic structured set in attnlib's dataset contract.
 
     ``split`` selects ``train`` or ``test`` (None: all images). Items: ``idx, id, img``
@@ -321,8 +320,6 @@ class StructuredDataset(Dataset):
         path = self.root / "images" / f"{self.metadata.at[i, 'id']}.png"
         return self._read_png(path, self.config.channels)
 
-    def __len__(self) -> int:
-        return len(self.metadata)
 
     def __getitem__(self, i: int) -> dict[str, object]:
         return {

@@ -7,8 +7,8 @@ from conftest import IDS
 
 from attnlib.apps.explore.common import cue_association
 from attnlib.apps.explore.egd_cxr import gaze_statistics
-from attnlib.data.synthetic.cxr import read_truth
 from attnlib.data.real.egd_cxr import EGDCXR, EGDCXRPaths
+from attnlib.data.synthetic.cxr import read_truth
 from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 
 

@@ -8,8 +8,8 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import top_k_accuracy_score
 
-from attnlib.data.real.clickme import blur_map
 from attnlib.data.maps.sources import bounding_box_map, bubble_frame, clickme_map, player_halves
+from attnlib.data.real.clickme import blur_map
 from attnlib.evaluation.metrics import classification_metrics, human_alignment, spearman_per_image
 
 

@@ -30,7 +30,12 @@ from attnlib.data.real.clickme import (
     verify_clickme,
     write_tfrecord,
 )
-from attnlib.data.real.layout_samples import CLICKME_FILES, CLICKME_IMAGES, clickme_arrays, write_clickme_sample
+from attnlib.data.real.layout_samples import (
+    CLICKME_FILES,
+    CLICKME_IMAGES,
+    clickme_arrays,
+    write_clickme_sample,
+)
 from attnlib.data.real.manifest import load_manifest
 
 FORMS = ("npz", "raw", "jpeg")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnlib.data.maps.sources import bubble_map
 from attnlib.data.real.cub import (
     CUB200,
     BBox,
@@ -30,7 +31,6 @@ from attnlib.data.real.layout_samples import (
     write_cub_sample,
 )
 from attnlib.data.real.manifest import load_manifest
-from attnlib.data.maps.sources import bubble_map
 
 TRAIN = [rel for rel, (split, _, _) in CUB_IMAGES.items() if split == "train"]
 TEST = [rel for rel, (split, _, _) in CUB_IMAGES.items() if split == "test"]

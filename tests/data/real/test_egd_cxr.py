@@ -11,7 +11,6 @@ import torch
 from conftest import COLS, IDS, ROWS
 
 from attnlib.data.cache import ArrayCache
-from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 from attnlib.data.real.egd_cxr import (
     EGDCXR,
     EGDCXRFormatError,
@@ -21,6 +20,7 @@ from attnlib.data.real.egd_cxr import (
     read_master_sheet,
 )
 from attnlib.data.real.gaze import gaze_heatmap
+from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 from attnlib.evaluation.metrics import cam_in_mask
 
 #: The public code's recipe scaled to the 40 x 32 fixture: B = 10 (kernel 11, sigma 2, +-5 px), the DICOM

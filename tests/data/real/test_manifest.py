@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from attnlib.cli import main
-from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 from attnlib.data.real.egd_cxr import GAZE_COLUMNS, MASTER_SHEET_COLUMNS, EGDCXRPaths
-from attnlib.data.real.manifest import load_manifest, verify_egd_cxr
+from attnlib.data.real.egd_cxr_verify import verify_egd_cxr
+from attnlib.data.real.manifest import load_manifest
+from attnlib.data.synthetic.defaults import synthetic_egd_cxr
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from attnlib.data.synthetic import cxr as sc
 from attnlib.data.real.egd_cxr import LABEL_COLUMNS
+from attnlib.data.synthetic import cxr as sc
 from attnlib.data.synthetic.cxr import SyntheticCXRConfig, generate_synthetic_egd_cxr, writer
 
 MASTER = (
@@ -348,7 +348,7 @@ def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):
 
 def test_the_real_loader_reads_it(root, tables):
     from attnlib.data.real.egd_cxr import EGDCXR, EGDCXRPaths
-    from attnlib.data.real.manifest import verify_egd_cxr
+    from attnlib.data.real.egd_cxr_verify import verify_egd_cxr
 
     paths = EGDCXRPaths.from_root(root)
     assert all(p.severity == "warning" for p in verify_egd_cxr(paths, deep=True))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnlib.data.maps.sources import bubble_map
 from attnlib.data.synthetic.finegrained import (
     EVIDENCE_AMPLITUDE,
     FineGrainedConfig,
@@ -16,7 +17,6 @@ from attnlib.data.synthetic.finegrained import (
     class_colours,
     generate_finegrained,
 )
-from attnlib.data.maps.sources import bubble_map
 
 SMALL = dict(n_images=80, size=48, n_classes=4, part_radius=5, distractor_size=10)
 

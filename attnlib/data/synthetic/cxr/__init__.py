@@ -52,7 +52,12 @@ from attnlib.data.synthetic.cxr.config import (
     PRESENCE_POSITION,
     SyntheticCXRConfig,
 )
-from attnlib.data.synthetic.cxr.writer import TRUTH_COLUMNS, TRUTH_FILE, generate_synthetic_egd_cxr, read_truth
+from attnlib.data.synthetic.cxr.writer import (
+    TRUTH_COLUMNS,
+    TRUTH_FILE,
+    generate_synthetic_egd_cxr,
+    read_truth,
+)
 
 __all__ = [
     "CUES",

@@ -14,6 +14,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
+from attnlib.core.progress import tqdm
 from attnlib.data.real.egd_cxr import (
     CHEXPERT_COLUMNS,
     GAZE_COLUMNS,
@@ -21,7 +22,6 @@ from attnlib.data.real.egd_cxr import (
     MASK_FILES,
     MASTER_SHEET_COLUMNS,
 )
-from attnlib.data.synthetic.generated import generate_folder
 from attnlib.data.splits import SPLIT_NAMES, balanced_split, save_split
 from attnlib.data.synthetic.cxr.anatomy import _bbox, _render
 from attnlib.data.synthetic.cxr.config import (
@@ -33,7 +33,7 @@ from attnlib.data.synthetic.cxr.config import (
 )
 from attnlib.data.synthetic.cxr.gaze import GAZE_HZ, _expand, _gaze_samples, _plan_gaze, _Screen
 from attnlib.data.synthetic.cxr.tables import _cue, _formats, _master_rows, _transcript
-from attnlib.core.progress import tqdm
+from attnlib.data.synthetic.generated import generate_folder
 
 log = logging.getLogger(__name__)
 
