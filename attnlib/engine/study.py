@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+from typing_extensions import Self
 
 from attnlib.core.profiles import load_settings, profile_name
 from attnlib.core.progress import tqdm
@@ -126,12 +127,12 @@ class Study(ABC, Generic[S]):
 
     @classmethod
     def create(
-        cls: type[StudyT],
+        cls,
         profile: str | None = None,
         results_folder: str | Path | None = None,
         device: str | None = None,
         **options: Any,
-    ) -> StudyT:
+    ) -> Self:
         """The study from a notebook's parameters (:meth:`StudyContext.create`); ``options`` go to ``__init__``."""
         return cls(StudyContext.create(profile, results_folder, device), **options)
 

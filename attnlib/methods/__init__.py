@@ -4,8 +4,8 @@ from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig, backbone_f
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
 
 __all__ = [
-    "CAMClassifier",
     "GGCAM",
+    "CAMClassifier",
     "GGCAMConfig",
     "GlobalAttention",
     "GlobalAttentionConfig",

@@ -70,7 +70,7 @@ def test_abn_needs_only_data_root(tmp_path):
     study = abn.ABNStudy.create("smoke", tmp_path / "store", data_root=write_cub_sample(tmp_path / "cub"))
     assert study.data.name == "cub"
     with pytest.raises(ValueError, match="holds jaffe data, which the ABN study does not use"):
-        abn.ABNStudy.create("smoke", tmp_path / "store", data_root=write_jaffe_sample(tmp_path / "jaffe")).data
+        _ = abn.ABNStudy.create("smoke", tmp_path / "store", data_root=write_jaffe_sample(tmp_path / "jaffe")).data
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ executor, the tidy results frame, the paper's test against scipy, verdict and cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from attnlib.methods.base import Classifier
 class Stripes(Dataset):
     """``n`` 1 x 8 x 8 images whose class is a bright row (row 2 or row 5), under Gaussian noise."""
 
-    label_names = ["top", "bottom"]
+    label_names: ClassVar[list[str]] = ["top", "bottom"]
 
     def __init__(self, n: int, seed: int, noise: float) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -56,7 +57,8 @@ class TinyStudy(Study[TinySettings]):
     name = "tiny"
     paper = "Tiny et al."
     settings_type = TinySettings
-    metrics = {"accuracy": Metric("test accuracy"), "loss": Metric("test loss", higher_is_better=False)}
+    metrics: ClassVar[dict[str, Metric]] = {
+        "accuracy": Metric("test accuracy"), "loss": Metric("test loss", higher_is_better=False)}
     test = "paired_t"
 
     def arms(self) -> list[str]:
