@@ -22,14 +22,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attnlib.engine.step_timing import Arm, synchronize, time_round_robin
 from attnlib.core.device import default_device
-from attnlib.evaluation.explanations import LogitsOnly, abn_maps, deletion_insertion
-from attnlib.losses.abn import fine_tuning_loss
-from attnlib.losses.abn import abn_loss
-from attnlib.models.abn import branch_parameters, create_abn, freeze_feature_extractor
-from attnlib.models.registry import create_model
 from attnlib.core.seeding import seed_everything
+from attnlib.engine.step_timing import Arm, synchronize, time_round_robin
+from attnlib.evaluation.explanations import LogitsOnly, abn_maps, deletion_insertion
+from attnlib.losses.abn import abn_loss, fine_tuning_loss
+from attnlib.models.abn import branch_parameters, freeze_feature_extractor
+from attnlib.models.registry import create_model
 
 NUM_CLASSES = 10
 PLAIN, ABN, FINETUNE = "ResNet + CE", "ResNet + ABN", "ABN fine-tuning"
@@ -45,8 +44,8 @@ def time_arms(args: argparse.Namespace, device: torch.device) -> dict[str, list[
     images = torch.rand(args.batch_size, 3, size, size, device=device)
     labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=device)
     plain = create_model(args.backbone, NUM_CLASSES, pretrained=False).to(device).train()
-    abn = create_abn(args.backbone, NUM_CLASSES, pretrained=False).to(device).train()
-    tuned = create_abn(args.backbone, NUM_CLASSES, pretrained=False).to(device)
+    abn = create_model(args.backbone, NUM_CLASSES, pretrained=False, head="abn").to(device).train()
+    tuned = create_model(args.backbone, NUM_CLASSES, pretrained=False, head="abn").to(device)
     freeze_feature_extractor(tuned)
     with torch.no_grad():  # eval mode: one image through batch norm, even where the map is 1 x 1
         grid = tuned.eval()(images[:1]).predicted_map.shape[-2:]
@@ -66,7 +65,7 @@ def time_arms(args: argparse.Namespace, device: torch.device) -> dict[str, list[
 def time_deletion_insertion(args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
     """Per --pixel-steps value: ms per image for deletion + insertion, points per curve, forwards."""
     size = args.image_size
-    model = create_abn(args.backbone, NUM_CLASSES, pretrained=False).to(device).eval()
+    model = create_model(args.backbone, NUM_CLASSES, pretrained=False, head="abn").to(device).eval()
     images = torch.rand(args.eval_images, 3, size, size, device=device)
     saliency = abn_maps(model, images)
     scorer = LogitsOnly(model)

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlib.engine.step_timing import Arm, time_round_robin
 from attnlib.core.device import default_device
+from attnlib.core.seeding import seed_everything
+from attnlib.engine.step_timing import Arm, time_round_robin
 from attnlib.losses.clickme import PAPER_WEIGHT, clickme_loss, clickme_map_loss
 from attnlib.models.gala import forward_with_volumes
 from attnlib.models.registry import create_model
-from attnlib.core.seeding import seed_everything
 
 NUM_CLASSES = 10
 PLAIN, GALA, CLICKME, MAP_LOSS = "ResNet + CE", "GALA + CE", "GALA + CE + ClickMe", "map loss alone"

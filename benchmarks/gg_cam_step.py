@@ -14,13 +14,13 @@ import statistics
 
 import torch
 
-from attnlib.engine.step_timing import Arm, time_round_robin
 from attnlib.core.device import default_device
-from attnlib.methods.gg_cam import GGCAM, GGCAMConfig
-from attnlib.models.cam import cam_grid, create_cam_model
-from attnlib.models.registry import create_model
 from attnlib.core.seeding import seed_everything
+from attnlib.engine.step_timing import Arm, time_round_robin
 from attnlib.methods.base import Classifier
+from attnlib.methods.gg_cam import GGCAM, GGCAMConfig
+from attnlib.models.cam import cam_grid
+from attnlib.models.registry import create_model
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     device = default_device(args.device)
     seed_everything(0, deterministic=False)
     standard = Classifier(create_model(args.backbone, 3, in_chans=1, pretrained=False)).to(device)
-    cam_model = create_cam_model(args.backbone, 3, in_chans=1, pretrained=False)
+    cam_model = create_model(args.backbone, 3, in_chans=1, pretrained=False, head="cam")
     grid = cam_grid(cam_model, tuple(args.size))
     guided = GGCAM(cam_model, GGCAMConfig()).to(device)
     batch = {

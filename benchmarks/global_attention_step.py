@@ -32,8 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnlib.engine.step_timing import Arm, time_round_robin, timed_step
 from attnlib.core.device import default_device
+from attnlib.core.seeding import seed_everything
+from attnlib.engine.step_timing import Arm, time_round_robin, timed_step
+from attnlib.methods.base import Classifier, Method
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig
 from attnlib.models.pixel_attention import (
     PixelCNN,
@@ -43,8 +45,6 @@ from attnlib.models.pixel_attention import (
     pixel_memory_bytes,
 )
 from attnlib.models.registry import create_model
-from attnlib.core.seeding import seed_everything
-from attnlib.methods.base import Classifier, Method
 
 NUM_CLASSES = 3
 VANILLA, BEFORE, AFTER, PIXEL = "vanilla CNN", "GA before cut-off", "GA after cut-off", "pixel CNN alone"

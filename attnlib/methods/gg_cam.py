@@ -1,7 +1,7 @@
 """GG-CAM (gaze-guided class activation maps) and its CAM baseline as training methods.
 
 Both train a CAM network: any module whose ``model(img)`` returns ``(logits B x C, omega B x C x h x w)``,
-e.g. ``attnlib.models.cam.create_cam_model``. ``GGCAM`` adds the selective MSE of the true class's map to
+e.g. ``create_model(..., head="cam")``. ``GGCAM`` adds the selective MSE of the true class's map to
 the gaze heat map and balances it with cross-entropy by Eq. 11; ``CAMClassifier`` is the standard
 network (cross-entropy only) with the same head, so its maps can be scored too.
 """
@@ -93,7 +93,7 @@ class GGCAMConfig:
         """The authors' public code: its loss variant and sigmas exp(log sigma) from its initial values.
 
         log sigma_ce = 7 (sigma_ce ~ 1100), log sigma_sm = -23 (ResNet) / -16 (EfficientNet). Pair it with
-        the code's channel-mean CAM layer, ``create_cam_model(..., channel_mean=True)``. The code also
+        the code's channel-mean CAM layer, ``create_model(..., channel_mean=True, head="cam")``. The code also
         trains with Adam at lr 5e-3 (ResNet) / 6e-3 (EfficientNet), plateau patience 40, batch 4, early
         stop after 83 epochs without improvement: those belong in ``TrainConfig``.
         """

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from attnlib.models.registry import Pretrained, create_model
+from attnlib.models.registry import register_head
 
 _STEM = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
 _BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet152")
@@ -156,22 +156,23 @@ def _check_map(attention_map: Tensor, shape: torch.Size) -> Tensor:
 
 
 def abn_backbones() -> list[str]:
-    """Backbones that ``create_abn`` supports, sorted."""
+    """Backbones that the ``"abn"`` head of ``create_model`` supports, sorted."""
     return sorted(_BACKBONES)
 
 
-def create_abn(
-    backbone: str, num_classes: int, in_chans: int = 3, pretrained: Pretrained = "auto"
-) -> ABNet:
-    """``create_model(backbone, num_classes, in_chans, pretrained)`` turned into an ABN.
+def _check_abn(backbone: str) -> None:
+    if backbone not in _BACKBONES:
+        raise ValueError(f"no ABN for backbone {backbone!r}; supported: {', '.join(abn_backbones())}")
+
+
+@register_head("abn", check=_check_abn)
+def _abn_head(model: nn.Module, backbone: str, num_classes: int) -> ABNet:
+    """``create_model(backbone, ..., head="abn")``: the ResNet turned into an ABN.
 
     The feature extractor and perception branch are the ResNet's modules (ImageNet weights when
     loaded, see ``create_model``; fc is new), the attention branch is always freshly initialised.
-    Supported backbones: ``abn_backbones()`` (others raise ``ValueError``).
+    Supported backbones: ``abn_backbones()``.
     """
-    if backbone not in _BACKBONES:
-        raise ValueError(f"no ABN for backbone {backbone!r}; supported: {', '.join(abn_backbones())}")
-    model = create_model(backbone, num_classes, in_chans=in_chans, pretrained=pretrained)
     first = model.layer4[0]
     features = nn.Sequential(OrderedDict((name, model.get_submodule(name)) for name in _STEM))
     attention = AttentionBranch(

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlib.models.registry import Pretrained, create_model
+from attnlib.models.registry import register_head
 
 
 def class_activation_maps(features: Tensor, weight: Tensor, channel_mean: bool = False) -> Tensor:
@@ -142,7 +142,7 @@ _SUPPORTED: dict[str, Callable[[nn.Module], _Parts]] = {
 
 
 def cam_backbones() -> list[str]:
-    """Backbones that ``create_cam_model`` supports, sorted."""
+    """Backbones that the ``"cam"`` head of ``create_model`` supports, sorted."""
     return sorted(_SUPPORTED)
 
 
@@ -176,22 +176,11 @@ def cam_from_classifier(model: nn.Module, channel_mean: bool = False) -> CAMNet:
     )
 
 
-def create_cam_model(
-    backbone: str,
-    num_classes: int,
-    in_chans: int = 3,
-    pretrained: Pretrained = "auto",
-    channel_mean: bool = False,
-) -> CAMNet:
-    """``create_model(backbone, num_classes, in_chans, pretrained)`` turned into its CAM form.
-
-    Weight loading (local files only), the one-channel stem and ``attnlib_weights`` are
-    ``create_model``'s; see ``cam_from_classifier`` for the conversion. ``channel_mean=True`` is the
-    public code's CAM layer (Omega / K, see ``CAMHead``). Supported backbones: ``cam_backbones()``
-    (others raise ``ValueError`` listing them).
-    """
-    _check_supported(backbone)
-    model = create_model(backbone, num_classes, in_chans=in_chans, pretrained=pretrained)
+@register_head("cam", check=_check_supported)
+def _cam_head(model: nn.Module, backbone: str, num_classes: int, channel_mean: bool = False) -> CAMNet:
+    """``create_model(backbone, ..., head="cam")``: the classifier in its CAM form (``cam_from_classifier``);
+    ``channel_mean=True`` is the public code's CAM layer (Omega / K, see ``CAMHead``). Supported backbones:
+    ``cam_backbones()``."""
     return cam_from_classifier(model, channel_mean)
 
 

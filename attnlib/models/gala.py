@@ -2,7 +2,7 @@
 
 * ``GALABlock``: the global-and-local attention module (GALA, Sec. 3), with the paper's form
   (``variant="paper"``) or the public TensorFlow code's (``variant="public"``).
-* GALA-ResNet (``create_gala_resnet``; registered as ``gala_resnet18/34/50``): a torchvision ResNet
+* GALA-ResNet (``create_model(backbone, ..., head="gala")``; registered as ``gala_resnet18/34/50``): a torchvision ResNet
   with a GALA block in every block of its third stage (``layer3``: 6 blocks in ResNet-50, 14 x 14
   at 224 input), on the residual path (paper) or on the block's input (public code).
 * SE-ResNet (registered as ``seresnet18/34/50``): squeeze-and-excitation (reduction 16) after the
@@ -25,7 +25,7 @@ from torchvision.models import WeightsEnum
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import SqueezeExcitation
 
-from attnlib.models.registry import Builder, Pretrained, create_model, get_backbone, register_backbone
+from attnlib.models.registry import Builder, get_backbone, register_backbone, register_head
 
 Variant = Literal["paper", "public"]
 Placement = Literal["residual", "input"]
@@ -173,28 +173,6 @@ def add_squeeze_excitation(model: nn.Module, reduction: int = SE_REDUCTION) -> n
     return model
 
 
-def create_gala_resnet(
-    backbone: str = "resnet50",
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    pretrained: Pretrained = "auto",
-    variant: Variant = "paper",
-) -> nn.Module:
-    """GALA-ResNet: ``create_model(backbone, num_classes, in_chans, pretrained)`` + ``add_gala_blocks``.
-
-    The ResNet part has the cached ImageNet weights when ``create_model`` loads them (its head is
-    new); the GALA blocks are always new. ``variant="paper"`` is what ``create_model("gala_<backbone>")``
-    builds. The model's ``attnlib_backbone`` is ``"gala_<backbone>"`` and ``attnlib_gala_variant``
-    the variant. Supported backbones: ``BACKBONES`` (others raise ``ValueError``).
-    """
-    _check_backbone(backbone)
-    _check_variant(variant)
-    model = create_model(backbone, num_classes, in_chans=in_chans, pretrained=pretrained)
-    add_gala_blocks(model, variant)
-    model.attnlib_backbone = f"gala_{backbone}"
-    return model
-
-
 def gala_blocks(model: nn.Module) -> list[tuple[str, GALABlock]]:
     """The model's GALA blocks with their dotted names, in module order."""
     return [(name, module) for name, module in model.named_modules() if isinstance(module, GALABlock)]
@@ -263,6 +241,21 @@ def _check_variant(variant: str) -> None:
 def _check_backbone(backbone: str) -> None:
     if backbone not in BACKBONES:
         raise ValueError(f"no GALA/SE version of backbone {backbone!r}; supported: {', '.join(BACKBONES)}")
+
+
+@register_head("gala", check=_check_backbone)
+def _gala_head(model: nn.Module, backbone: str, num_classes: int, variant: Variant = "paper") -> nn.Module:
+    """``create_model(backbone, ..., head="gala")``: GALA-ResNet, the ResNet + ``add_gala_blocks``.
+
+    The ResNet part has the cached ImageNet weights when ``create_model`` loads them (its head is new); the
+    GALA blocks are always new. ``variant="paper"`` is what ``create_model("gala_<backbone>")`` builds. The
+    model's ``attnlib_backbone`` is ``"gala_<backbone>"`` and ``attnlib_gala_variant`` the variant. Supported
+    backbones: ``BACKBONES``.
+    """
+    _check_variant(variant)
+    add_gala_blocks(model, variant)
+    model.attnlib_backbone = f"gala_{backbone}"
+    return model
 
 
 def _block_channels(block: nn.Module, output: bool) -> int:

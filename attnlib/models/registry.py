@@ -45,7 +45,22 @@ class BackboneSpec:
     grey_input: GreyInput = "sum"
 
 
+#: ``build(model, backbone, num_classes, **options)``: a built backbone turned into another network (CAM, ABN, GALA).
+HeadBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head that turns a registered backbone into a paper's network, and the check of which backbones it
+    supports (``ValueError`` naming them)."""
+
+    name: str
+    build: HeadBuilder
+    check: Callable[[str], None]
+
+
 _REGISTRY: dict[str, BackboneSpec] = {}
+_HEADS: dict[str, HeadSpec] = {}
 #: Weight files already reported missing in this process (see ``_pretrained_file``).
 _WARNED_MISSING: set[Path] = set()
 
@@ -76,6 +91,24 @@ def register_backbone(
     return decorator
 
 
+def register_head(name: str, *, check: Callable[[str], None]) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Decorator registering ``build(model, backbone, num_classes, **options)`` as head ``name`` of
+    ``create_model``; ``check(backbone)`` raises ``ValueError`` for a backbone the head does not support."""
+
+    def decorator(build: HeadBuilder) -> HeadBuilder:
+        if name in _HEADS:
+            raise ValueError(f"head {name!r} is already registered")
+        _HEADS[name] = HeadSpec(name, build, check)
+        return build
+
+    return decorator
+
+
+def list_heads() -> list[str]:
+    """Names of all registered heads, sorted."""
+    return sorted(_HEADS)
+
+
 def list_models() -> list[str]:
     """Names of all registered backbones, sorted."""
     return sorted(_REGISTRY)
@@ -103,9 +136,16 @@ def weight_path(name: str) -> Path | None:
 
 
 def create_model(
-    name: str, num_classes: int, in_chans: int = 3, pretrained: Pretrained = "auto"
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: Pretrained = "auto",
+    head: str | None = None,
+    **options: Any,
 ) -> nn.Module:
-    """Build backbone ``name`` with a fresh ``num_classes`` head and ``in_chans`` input channels.
+    """Build backbone ``name`` with a fresh ``num_classes`` head and ``in_chans`` input channels; with
+    ``head`` (``list_heads()``: ``"cam"``, ``"abn"``, ``"gala"``), that network built on it, ``options`` going
+    to the head (e.g. ``channel_mean=True`` for ``"cam"``, ``variant="public"`` for ``"gala"``).
 
     ``pretrained``: ``"auto"`` loads the cached ImageNet weights when the file is there and
     otherwise warns (once per file and process) that the model starts from random weights;
@@ -118,6 +158,12 @@ def create_model(
     ``attnlib_backbone``, ``attnlib_feature_layer`` and ``attnlib_weights`` (``"imagenet:<path>"``
     or ``"random"``).
     """
+    if head is not None:
+        if head not in _HEADS:
+            raise KeyError(f"unknown head {head!r}; registered: {', '.join(list_heads())}")
+        _HEADS[head].check(name)
+    elif options:
+        raise TypeError(f"options {sorted(options)} are for a head, but no head was given")
     spec = get_backbone(name)
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
@@ -129,12 +175,12 @@ def create_model(
         stem = model.get_submodule(spec.stem)
         grey = _grey_conv(stem) if spec.grey_input == "sum" else ReplicatedGreyConv2d(stem)
         set_submodule(model, spec.stem, grey)
-    head = model.get_submodule(spec.head)
-    set_submodule(model, spec.head, nn.Linear(head.in_features, num_classes))
+    linear = model.get_submodule(spec.head)
+    set_submodule(model, spec.head, nn.Linear(linear.in_features, num_classes))
     model.attnlib_backbone = name
     model.attnlib_feature_layer = spec.feature_layer
     model.attnlib_weights = f"imagenet:{path}" if path is not None else "random"
-    return model
+    return model if head is None else _HEADS[head].build(model, name, num_classes, **options)
 
 
 def _pretrained_file(spec: BackboneSpec, pretrained: Pretrained) -> Path | None:

@@ -53,7 +53,8 @@ from attnlib.engine.trainer import TrainConfig
 from attnlib.evaluation import explanations as xai
 from attnlib.evaluation.stats import median_std
 from attnlib.methods.abn import ABNClassifier, ABNFineTune, Selection, select_samples, table1_errors
-from attnlib.models.abn import ABNet, create_abn
+from attnlib.models.abn import ABNet
+from attnlib.models.registry import create_model
 from attnlib.reporting import plots
 
 DATASETS = ("synthetic", "cub", "idrid")
@@ -492,8 +493,8 @@ class ABNStudy(Study[ABNSettings]):
     def build_abn(self) -> ABNet:
         """The profile's ABN backbone for the data's classes and channels."""
         images = self.data.images
-        return create_abn(self.settings.backbone, len(images.label_names), int(images.images.shape[1]),
-                          pretrained=self.settings.pretrained)
+        return create_model(self.settings.backbone, len(images.label_names), int(images.images.shape[1]),
+                          pretrained=self.settings.pretrained, head="abn")
 
     def network(self, run: RunResult) -> ABNet:
         """The ABN of a stored run (its last weights) in eval mode; a fine-tuned one with its feature

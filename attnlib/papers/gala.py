@@ -61,7 +61,7 @@ from attnlib.losses.clickme import Variant as LossVariant
 from attnlib.losses.clickme import default_weight, reduce_volume
 from attnlib.methods.base import Classifier, Method
 from attnlib.methods.gala import ClickMeSupervised
-from attnlib.models.gala import Variant, create_gala_resnet, forward_with_volumes
+from attnlib.models.gala import Variant, forward_with_volumes
 from attnlib.models.registry import Pretrained, create_model
 from attnlib.reporting import plots
 
@@ -364,7 +364,7 @@ class GALAStudy(Study[GALASettings]):
         trained by cross-entropy (``weight`` None) or :class:`ClickMeSupervised` with the arm's weight."""
         s = self.settings
         if arm.family == "gala_":
-            model = create_gala_resnet(s.backbone, num_classes, 3, s.pretrained, s.variant)
+            model = create_model(s.backbone, num_classes, 3, s.pretrained, head="gala", variant=s.variant)
         else:
             model = create_model(f"{arm.family}{s.backbone}", num_classes, 3, s.pretrained)
         return Classifier(model) if arm.weight is None else ClickMeSupervised(model, arm.weight, s.loss_variant)

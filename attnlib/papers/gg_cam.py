@@ -39,7 +39,8 @@ from attnlib.evaluation.localisation import cam_localisation_evaluator
 from attnlib.evaluation.stats import median_std
 from attnlib.methods.base import Method
 from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig
-from attnlib.models.cam import CAMNet, cam_grid, create_cam_model
+from attnlib.models.cam import CAMNet, cam_grid
+from attnlib.models.registry import create_model
 from attnlib.reporting import plots
 
 ARMS = ("resnet", "resnet+gg-cam", "effnet", "effnet+gg-cam", "resnet+gg-cam (public code)")
@@ -187,9 +188,9 @@ def method_config(arm: Arm, settings: GGCAMSettings) -> GGCAMConfig | None:
 def build_method(arm: Arm, settings: GGCAMSettings, num_classes: int, start: Pretrained | None = None) -> Method:
     """A fresh network of this arm (``start`` None: the arm's :func:`pretrained`; weights only when present
     locally, else random)."""
-    model = create_cam_model(
+    model = create_model(
         arm.backbone, num_classes, in_chans=1, pretrained=pretrained(arm, settings) if start is None else start,
-        channel_mean=arm.public_code,
+        channel_mean=arm.public_code, head="cam",
     )
     config = method_config(arm, settings)
     return CAMClassifier(model) if config is None else GGCAM(model, config)

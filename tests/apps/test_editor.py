@@ -21,7 +21,7 @@ from attnlib.data.maps import edited_maps
 from attnlib.data.maps.edited_maps import EditedMapStore
 from attnlib.data.maps.editing import Stroke, edit_map, upsample
 from attnlib.methods.abn import table1_errors
-from attnlib.models.abn import create_abn
+from attnlib.models.registry import create_model
 
 SIZE = 32  # images 32 x 32 -> ResNet-18 + ABN map 2 x 2
 
@@ -29,7 +29,7 @@ SIZE = 32  # images 32 x 32 -> ResNet-18 + ABN map 2 x 2
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return create_abn("resnet18", 3, 3, pretrained=False).eval()
+    return create_model("resnet18", 3, 3, pretrained=False, head="abn").eval()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_reopening_against_another_model_says_so(model, dataset, tmp_path):
     session.paint(ADD)
     session.save()
     torch.manual_seed(5)
-    other = create_abn("resnet18", 3, 3, pretrained=False).eval()
+    other = create_model("resnet18", 3, 3, pretrained=False, head="abn").eval()
     again = _session(other, dataset, tmp_path, model_key="run999")
     assert again.strokes == (ADD,) and "run123" in again.notice
 

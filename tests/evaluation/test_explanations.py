@@ -26,7 +26,8 @@ from attnlib.evaluation.explanations import (
     road_scores,
     smoothgrad_maps,
 )
-from attnlib.models.abn import ABNet, create_abn, freeze_feature_extractor
+from attnlib.models.abn import ABNet, freeze_feature_extractor
+from attnlib.models.registry import create_model
 
 H, W = 7, 9  # 63 pixels: not divisible by the steps used below
 
@@ -74,7 +75,7 @@ def _package_scaling(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def abn() -> ABNet:
     torch.manual_seed(0)
-    return create_abn("resnet18", 3, pretrained=False).eval()
+    return create_model("resnet18", 3, pretrained=False, head="abn").eval()
 
 
 def _hand_curve(weight, image, saliency, mode, step):
@@ -211,7 +212,7 @@ def test_cam_maps_are_cam(abn):
 
 def test_gradcam_maps_by_autograd_and_with_a_frozen_extractor():
     torch.manual_seed(0)
-    model = create_abn("resnet18", 3, pretrained=False).eval()
+    model = create_model("resnet18", 3, pretrained=False, head="abn").eval()
     images = torch.randn(2, 3, 64, 64)  # layer3 grid 4 x 4
     features = model.features(images).detach().requires_grad_(True)
     _, attention_map = model.attention(features)

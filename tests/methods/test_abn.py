@@ -14,7 +14,8 @@ from attnlib.data.arrays import ArrayDataset
 from attnlib.data.maps.edited_maps import EditedMap, EditedMapDataset, Provenance
 from attnlib.losses.abn import abn_loss, fine_tuning_loss, map_distance
 from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples
-from attnlib.models.abn import ABNOutput, create_abn
+from attnlib.models.abn import ABNOutput
+from attnlib.models.registry import create_model
 
 
 def test_map_distance_is_the_per_sample_l2_norm():
@@ -50,7 +51,7 @@ def _batch(n: int = 4, size: int = 32) -> dict:
 
 def test_fine_tune_updates_branches_only():
     torch.manual_seed(0)
-    method = ABNFineTune(create_abn("resnet18", 2, pretrained=False), gamma=1.0)
+    method = ABNFineTune(create_model("resnet18", 2, pretrained=False, head="abn"), gamma=1.0)
     before = {k: v.clone() for k, v in method.state_dict().items()}
     params = [p for group in method.param_groups(0.1) for p in group["params"]]
     assert {id(p) for p in params} == {
@@ -74,7 +75,7 @@ def test_fine_tune_updates_branches_only():
 
 def test_fine_tune_step_adds_gamma_times_distance_and_falls_back_without_maps():
     torch.manual_seed(0)
-    model = create_abn("resnet18", 2, pretrained=False).eval()
+    model = create_model("resnet18", 2, pretrained=False, head="abn").eval()
     batch = _batch()
     plain = ABNClassifier(model).eval().step(batch).losses["loss"]
     tuned = ABNFineTune(model, gamma=2.0).eval()

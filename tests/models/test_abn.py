@@ -14,7 +14,6 @@ from attnlib.models.abn import (
     ABNet,
     abn_backbones,
     branch_parameters,
-    create_abn,
     feature_extractor_parameters,
     freeze_feature_extractor,
 )
@@ -25,7 +24,7 @@ K = 5
 
 def _abn(name: str = "resnet18", num_classes: int = K, in_chans: int = 3) -> ABNet:
     torch.manual_seed(0)
-    return create_abn(name, num_classes, in_chans=in_chans, pretrained=False)
+    return create_model(name, num_classes, in_chans=in_chans, pretrained=False, head="abn")
 
 
 def _count(params) -> int:
@@ -47,7 +46,7 @@ def _by_hand(model: ABNet, x: torch.Tensor, attention_map: torch.Tensor) -> torc
 def test_supported_backbones():
     assert abn_backbones() == ["resnet152", "resnet18", "resnet34", "resnet50"]
     with pytest.raises(ValueError, match="no ABN for backbone"):
-        create_abn("efficientnet_b0", K, pretrained=False)
+        create_model("efficientnet_b0", K, pretrained=False, head="abn")
 
 
 @pytest.mark.parametrize(("size", "grid"), [(224, 14), (64, 4)])

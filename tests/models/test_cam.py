@@ -17,7 +17,6 @@ from attnlib.models.cam import (
     cam_backbones,
     cam_from_classifier,
     cam_grid,
-    create_cam_model,
 )
 from attnlib.models.registry import create_model, weight_path
 
@@ -92,7 +91,7 @@ def test_channel_mean_divides_maps_and_spatial_logits_by_k():
     bias = paper.head.bias.detach()
     assert_close(omega_mean, omega / 512)
     assert_close(logits_mean, (logits - bias) / 512 + bias)
-    assert create_cam_model("resnet18", 3, pretrained=False, channel_mean=True).head.channel_mean
+    assert create_model("resnet18", 3, pretrained=False, channel_mean=True, head="cam").head.channel_mean
 
 
 def test_from_linear_copies_and_default_init_is_linears():
@@ -139,7 +138,7 @@ def test_efficientnet_dropout_becomes_channel_dropout_with_the_same_draws():
 def test_grey_input_and_same_weights_as_create_model(name):
     standard = _standard(name, in_chans=1)
     torch.manual_seed(0)
-    cam = create_cam_model(name, 3, in_chans=1, pretrained=False).eval()
+    cam = create_model(name, 3, in_chans=1, pretrained=False, head="cam").eval()
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         logits, omega = cam(x)
@@ -149,7 +148,7 @@ def test_grey_input_and_same_weights_as_create_model(name):
 
 
 def test_gradient_reaches_the_features_from_a_loss_on_omega():
-    cam = create_cam_model("resnet18", 3, pretrained=False)
+    cam = create_model("resnet18", 3, pretrained=False, head="cam")
     _, omega = cam(torch.rand(2, 3, 64, 64))
     omega[:, 0].square().mean().backward()
     stem = cam.features.conv1.weight.grad
@@ -160,7 +159,7 @@ def test_gradient_reaches_the_features_from_a_loss_on_omega():
 
 
 def test_cam_grid_keeps_modes_and_batch_statistics():
-    cam = create_cam_model("resnet18", 3, pretrained=False).train()
+    cam = create_model("resnet18", 3, pretrained=False, head="cam").train()
     cam.features.bn1.eval()
     running = cam.features.layer1[0].bn1.running_mean.clone()
     assert cam_grid(cam, (224, 224)) == (7, 7)
@@ -172,7 +171,7 @@ def test_unsupported_backbones_name_the_supported_ones():
     supported = re.escape(", ".join(SUPPORTED))
     for name in ("densenet161", "resnet19"):
         with pytest.raises(ValueError, match=f"{name!r}; supported: {supported}"):
-            create_cam_model(name, 3, pretrained=False)
+            create_model(name, 3, pretrained=False, head="cam")
     with pytest.raises(ValueError, match="create_model"):
         cam_from_classifier(tvm.resnet18())
 
@@ -184,7 +183,7 @@ def test_weights_are_loaded_by_create_model(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True)
     reference = tvm.resnet18().state_dict()
     torch.save(reference, path)
-    cam = create_cam_model("resnet18", 3, in_chans=1, pretrained=True)
+    cam = create_model("resnet18", 3, in_chans=1, pretrained=True, head="cam")
     assert cam.attnlib_weights == f"imagenet:{path}"
     assert torch.equal(cam.features.conv1.weight, reference["conv1.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(cam.features.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])

@@ -15,7 +15,6 @@ from torchvision.ops import SqueezeExcitation
 from attnlib.models.gala import (
     AttendedBlock,
     GALABlock,
-    create_gala_resnet,
     forward_with_volumes,
     gala_blocks,
     supervised_layer_names,
@@ -211,9 +210,9 @@ def test_parameter_count_difference_is_the_gala_blocks(gala50):
 
 
 def test_resnet18_and_public_variant_placements():
-    model = create_gala_resnet("resnet18", 3, pretrained=False)
+    model = create_model("resnet18", 3, pretrained=False, head="gala")
     assert [block.a.numel() for _, block in gala_blocks(model)] == [256, 256]
-    public = create_gala_resnet("resnet18", 3, pretrained=False, variant="public")
+    public = create_model("resnet18", 3, pretrained=False, variant="public", head="gala")
     assert [block.a.numel() for _, block in gala_blocks(public)] == [128, 256]  # the blocks' inputs
     assert [block.placement for block in public.layer3] == ["input", "input"]
     assert public.attnlib_gala_variant == "public" and public.attnlib_backbone == "gala_resnet18"
@@ -280,7 +279,7 @@ def test_loss_on_plain_volumes_reaches_layer3():
 
 
 def test_in_chans_1():
-    model = create_gala_resnet("resnet18", 4, in_chans=1, pretrained=False)
+    model = create_model("resnet18", 4, in_chans=1, pretrained=False, head="gala")
     logits, volumes = forward_with_volumes(model, torch.randn(2, 1, 32, 32))
     assert logits.shape == (2, 4) and len(volumes) == 2
     assert create_model("gala_resnet18", 4, in_chans=1, pretrained=False).conv1.in_channels == 1
@@ -304,7 +303,7 @@ def test_cached_resnet_weights_load_into_the_resnet_part(name, tmp_path, monkeyp
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in reference.items() if not k.startswith("fc."))
     assert all(".attention." in k for k in set(state) - set(reference))
-    gala = create_gala_resnet("resnet18", 4, pretrained=True, variant="public")
+    gala = create_model("resnet18", 4, pretrained=True, variant="public", head="gala")
     assert torch.equal(gala.layer3[1].conv2.weight, reference["layer3.1.conv2.weight"])
 
 
@@ -314,7 +313,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="reduction"):
         GALABlock(8, reduction=16)
     with pytest.raises(ValueError, match="resnet152"):
-        create_gala_resnet("resnet152", 3, pretrained=False)
+        create_model("resnet152", 3, pretrained=False, head="gala")
     with pytest.raises(TypeError, match="BasicBlock or Bottleneck"):
         AttendedBlock(nn.Conv2d(3, 3, 1), GALABlock(3, 1), "residual")
     with pytest.raises(ValueError, match="placement"):

@@ -157,3 +157,17 @@ def test_missing_weights_warn_once_per_process(empty_hub, caplog):
         create_model("resnet18", 2, pretrained="auto")
     levels = [r.levelno for r in caplog.records if "RANDOM weights" in r.getMessage()]
     assert levels == [logging.WARNING, logging.INFO]
+
+
+def test_heads_are_registered_and_checked_before_building():
+    assert registry.list_heads() == ["abn", "cam", "gala"]
+    with pytest.raises(KeyError, match="unknown head 'vit'; registered: abn, cam, gala"):
+        registry.create_model("resnet18", 3, pretrained=False, head="vit")
+    with pytest.raises(TypeError, match=r"options \['channel_mean'\] are for a head"):
+        registry.create_model("resnet18", 3, pretrained=False, channel_mean=True)
+    with pytest.raises(ValueError, match="no ABN for backbone 'vgg16'"):
+        registry.create_model("vgg16", 3, pretrained=False, head="abn")
+    cam = registry.create_model("resnet18", 3, in_chans=1, pretrained=False, head="cam", channel_mean=True)
+    assert type(cam).__name__ == "CAMNet" and cam.head.channel_mean
+    gala = registry.create_model("resnet18", 3, pretrained=False, head="gala", variant="public")
+    assert gala.attnlib_backbone == "gala_resnet18" and gala.attnlib_gala_variant == "public"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from attnlib.models.cam import cam_from_classifier, cam_grid, create_cam_model
+from attnlib.models.cam import cam_from_classifier, cam_grid
 from attnlib.models.registry import ReplicatedGreyConv2d, create_model
 
 NAME = "resnet50_ggcam_public"
@@ -99,7 +99,7 @@ def test_pytorch_default_initialisation(grey):
 
 def test_cam_form_has_the_same_feature_interface(grey):
     torch.manual_seed(0)
-    public = create_cam_model(NAME, 3, in_chans=1, pretrained=False, channel_mean=True)
+    public = create_model(NAME, 3, in_chans=1, pretrained=False, channel_mean=True, head="cam")
     assert public.head.channel_mean and cam_grid(public, (256, 256)) == (8, 8)
     standard = cam_from_classifier(copy.deepcopy(grey)).eval()
     x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(2))

@@ -28,7 +28,8 @@ from attnlib.evaluation.metrics import spearman_per_image
 from attnlib.evaluation.stats import SMOKE_CAVEAT
 from attnlib.losses.clickme import clickme_map_loss
 from attnlib.methods.gala import ClickMeSupervised
-from attnlib.models.gala import create_gala_resnet, forward_with_volumes
+from attnlib.models.gala import forward_with_volumes
+from attnlib.models.registry import create_model
 from attnlib.papers import gala
 from attnlib.papers.gala import GALASettings, GALAStudy
 
@@ -61,7 +62,7 @@ def test_paired_maps_share_one_crop_and_flip():
 
 def test_clickme_method_adds_the_weighted_map_term():
     torch.manual_seed(0)
-    model = create_gala_resnet("resnet18", 2, pretrained=False).eval()
+    model = create_model("resnet18", 2, pretrained=False, head="gala").eval()
     batch = {"img": torch.rand(2, 3, 32, 32), "lab": torch.tensor([0, 1]), "map": torch.rand(2, 1, 32, 32)}
     out = ClickMeSupervised(model, 6.0).step(batch)
     logits, volumes = forward_with_volumes(model, batch["img"])
@@ -78,7 +79,7 @@ def test_clickme_method_adds_the_weighted_map_term():
 
 def test_clickme_method_scores_maps_of_images_that_have_one():
     torch.manual_seed(0)
-    model = create_gala_resnet("resnet18", 2, pretrained=False).eval()
+    model = create_model("resnet18", 2, pretrained=False, head="gala").eval()
     batch = {"img": torch.rand(2, 3, 32, 32), "lab": torch.tensor([0, 1]), "map": torch.rand(2, 1, 32, 32)}
     logits, volumes = forward_with_volumes(model, batch["img"])
     ce = F.cross_entropy(logits, batch["lab"])
@@ -382,7 +383,7 @@ def test_gala_era_clickme_trains_and_aligns_on_images_with_maps(tmp_path):
 def test_alignment_without_enough_maps_is_nan(tmp_path, caplog):
     root = _gala_era_clickme(tmp_path / "clickme", [False, False, True])
     study = GALAStudy.create("smoke", tmp_path / "store", "cpu", dataset="clickme", data_root=root)
-    model = create_gala_resnet("resnet18", 1000, pretrained=False)
+    model = create_model("resnet18", 1000, pretrained=False, head="gala")
     with caplog.at_level(logging.WARNING, logger="attnlib.papers.gala"):
         scores = study.alignment_scores(model, torch.device("cpu"))
     assert (scores["n"], scores["n_without_map"]) == (1, 2)

@@ -22,7 +22,7 @@ from matplotlib.patches import Ellipse
 
 from attnlib.apps.explore._figures import _outline
 from attnlib.apps.explore.common import cue_association
-from attnlib.core.profiles import load_profile
+from attnlib.core.profiles import load_settings
 from attnlib.core.progress import tqdm
 from attnlib.data.maps.sources import clickme_map, player_halves
 from attnlib.data.real.clickme import PAPER_BLUR, PAPER_INTERRATER_NULL, PAPER_INTERRATER_RHO, ClickMe
@@ -31,6 +31,7 @@ from attnlib.data.synthetic.defaults import synthetic_finegrained
 from attnlib.data.synthetic.finegrained import FineGrainedDataset
 from attnlib.evaluation.alignment import InterRater, interrater_reliability, kernel_name, subset_indices
 from attnlib.evaluation.metrics import spearman_per_image
+from attnlib.papers.gala import GALASettings
 from attnlib.reporting import plots
 
 #: The paper's inter-rater reliability of ClickMe maps (Spearman rho) and its shuffled-pairs null.
@@ -83,7 +84,7 @@ def clickme_sources(
     :func:`attnlib.data.real.layout_samples.write_clickme_sample` in ``sample_form`` ("raw": the GALA-era
     float32 TFRecords with click counts) in a temporary folder removed by :meth:`ClickMeSources.cleanup`.
     """
-    kernel = int(load_profile(profile)["gala"]["blur_kernel"]) if blur_kernel is None else int(blur_kernel)
+    kernel = load_settings(GALASettings, profile, "gala").blur_kernel if blur_kernel is None else int(blur_kernel)
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"blur_kernel must be a positive odd number of pixels, got {kernel}")
     synthetic = synthetic_finegrained(profile, section="gala_synthetic")
