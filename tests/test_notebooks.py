@@ -41,3 +41,9 @@ def test_sweep_flag_and_kernel(path):
     meta = json.loads(path.read_text(encoding="utf-8"))["metadata"]
     assert isinstance(meta.get("attnlib", {}).get("sweep"), bool), f"{path.name}: metadata.attnlib.sweep must be true/false"
     assert meta["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_id(path):
+    ids = [c.get("id") for c in _cells(path)]
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: cells without an id or with a repeated one"
