@@ -358,6 +358,7 @@ class GlobalAttentionStudy(Study[GlobalAttentionSettings]):
     settings_type = GlobalAttentionSettings
     metrics = METRICS
     test = "anova"
+    checkpoint_words = {SELECTED: "the test accuracy at the epochs chosen on the validation folds (the paper's rule)"}
 
     def __init__(
         self,
