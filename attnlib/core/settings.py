@@ -113,16 +113,3 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def to_dict(settings: Any) -> dict[str, Any]:
-    """A settings dataclass as plain data (tuples as lists), e.g. for a run's identity."""
-    return _plain(dataclasses.asdict(settings))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

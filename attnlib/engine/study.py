@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-from typing_extensions import Self
 
 from attnlib.core.profiles import load_settings, profile_name
 from attnlib.core.progress import tqdm
@@ -126,13 +125,13 @@ class Study(ABC, Generic[S]):
         self._runs: list[ArmRun] = []
 
     @classmethod
-    def create(
-        cls,
+    def create(  # noqa: PYI019 (typing.Self needs Python 3.11; the package supports 3.10)
+        cls: type[StudyT],
         profile: str | None = None,
         results_folder: str | Path | None = None,
         device: str | None = None,
         **options: Any,
-    ) -> Self:
+    ) -> StudyT:
         """The study from a notebook's parameters (:meth:`StudyContext.create`); ``options`` go to ``__init__``."""
         return cls(StudyContext.create(profile, results_folder, device), **options)
 
