@@ -339,7 +339,7 @@ def outcome(row: Mapping[str, Any], higher_is_better: bool, alpha: float = 0.05)
     if row["n"] < 2:
         return f"{change}; fewer than 2 seeds per arm, no test"
     if not np.isfinite(p):
-        return f"{change}; no test: no variation"
+        return f"{change}; no test: no variation within the arms"
     better = (method > reference) == higher_is_better and method != reference
     if p < alpha:
         return f"{change}; {'better' if better else 'worse'} (p = {p:.2g})"

@@ -35,14 +35,18 @@ def one_way_anova(frame: pd.DataFrame, metric: str, group: str) -> dict[str, Any
     """One-way ANOVA of ``metric`` between the groups of ``group`` (the papers' test, equal variances).
 
     ``statsmodels`` OLS of ``metric ~ C(group)`` and ``anova_lm(typ=2)``. Returns ``F``, ``p``,
-    ``df_between``, ``df_within`` and ``n`` (values per group, in sorted group order). When every value
-    is the same, F and p are NaN (as scipy's ``f_oneway`` gives; statsmodels returns rounding noise there).
+    ``df_between``, ``df_within`` and ``n`` (values per group, in sorted group order). F and p are NaN
+    when no group varies (every value of each group the same): then the test has no within-group variance to
+    compare with, and statsmodels returns rounding noise (scipy's ``f_oneway`` gives NaN when every value is the
+    same and an infinite F when only the groups differ; neither is a finding with, e.g., 2 seeds per arm).
     """
     data = _groups(frame, metric, group)
     formula = f"Q({metric!r}) ~ C(Q({group!r}))"
     table = anova_lm(smf.ols(formula, data=data).fit(), typ=2)
     effect, residual = table.iloc[0], table.loc["Residual"]
-    constant = data[metric].nunique() <= 1
+    spread = data.groupby(group)[metric].agg(lambda v: float(np.ptp(v.to_numpy(float))))
+    scale = max(1.0, float(data[metric].abs().max()))
+    constant = bool((spread <= 1e-12 * scale).all())
     return {
         "F": np.nan if constant else float(effect["F"]),
         "p": np.nan if constant else float(effect["PR(>F)"]),

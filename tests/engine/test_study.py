@@ -129,5 +129,5 @@ def test_outcome_words():
     assert outcome(row, higher_is_better=True) == "median 0.600 -> 0.500; worse (p = 0.01)"
     assert outcome(row, higher_is_better=False) == "median 0.600 -> 0.500; better (p = 0.01)"
     assert outcome({**row, "p": 0.2}, True) == "median 0.600 -> 0.500; no significant difference (p = 0.2)"
-    assert outcome({**row, "p": float("nan")}, True) == "median 0.600 -> 0.500; no test: no variation"
+    assert outcome({**row, "p": float("nan")}, True) == "median 0.600 -> 0.500; no test: no variation within the arms"
     assert outcome({**row, "n": 1}, True) == "median 0.600 -> 0.500; fewer than 2 seeds per arm, no test"

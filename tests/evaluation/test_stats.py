@@ -191,6 +191,17 @@ def test_one_way_anova_of_identical_values_is_nan_like_scipy():
     assert (result["df_between"], result["df_within"]) == (1.0, 4.0)
 
 
+def test_one_way_anova_without_variation_within_the_groups_is_no_test():
+    # 2 seeds per arm, each arm constant (e.g. Eq. 12 on a tiny test set: 0, 0 vs 1, 1): scipy gives an
+    # infinite F, statsmodels p ~ 1e-32 from round-off; the test has no within-group variance, so no test
+    frame = pd.DataFrame({"g": ["a", "a", "b", "b"], "x": [0.0, 0.0, 1.0, 1.0]})
+    result = one_way_anova(frame, "x", "g")
+    assert np.isnan(result["F"]) and np.isnan(result["p"])
+    varied = one_way_anova(frame.assign(x=[0.0, 0.1, 1.0, 1.0]), "x", "g")  # one group varies: a real test
+    expected = scipy_stats.f_oneway([0.0, 0.1], [1.0, 1.0])
+    assert varied["F"] == pytest.approx(expected.statistic) and varied["p"] == pytest.approx(expected.pvalue)
+
+
 def test_paired_t_test_of_constant_differences_is_nan_without_a_warning():
     frame = pd.DataFrame({"g": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2], "x": [0.5, 0.4, 0.6, 0.5, 0.7, 0.6]})
     with warnings.catch_warnings():

@@ -232,7 +232,7 @@ def test_verdict_per_class_one_line_per_metric(tmp_path):
                                "no significant difference")
     assert "cardiomegaly -> heart (Eq. 12, peak cell; the paper's rule): median 0.225 -> 0.875; better" in lines[2]
     assert "pneumonia -> lungs (Eq. 12, peak cell; the paper's rule): median 0.525 -> 0.275; worse" in lines[3]
-    assert "median 1.000 -> 1.000; no test: no variation" in lines[4]
+    assert "median 1.000 -> 1.000; no test: no variation within the arms" in lines[4]
     default = study.verdict().split("\n")  # the study's verdict metrics: AUC and Eq. 12 per class, both rules
     assert len(default) == 1 + 4  # interpretability_public/pneumonia was not recorded
 
