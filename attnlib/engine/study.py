@@ -116,6 +116,8 @@ class Study(ABC, Generic[S]):
     verdict_metrics: ClassVar[Sequence[str] | None] = None
     #: how each checkpoint of the results was chosen, in words for tables, figures and claims
     checkpoint_words: ClassVar[Mapping[str, str]] = CHECKPOINT_WORDS
+    #: the verdict when no comparison was run
+    no_comparison: ClassVar[str] = "No method was run beside its reference arm."
 
     def __init__(self, context: StudyContext, settings: S | None = None) -> None:
         self.context = context
@@ -283,15 +285,16 @@ class Study(ABC, Generic[S]):
         """One sentence per comparison and metric (default :attr:`verdict_metrics`), computed from :meth:`tests`:
         whether the method beat its reference at p < ``alpha`` (each metric's direction from :attr:`metrics`);
         after the smoke caveat in the smoke profile."""
-        checkpoint = checkpoint or self.checkpoints()[0]
+        checkpoint = checkpoint or (self.checkpoints() or list(self.checkpoint_words))[0]
         scenario = scenario or self.scenarios()[0]
         tests = self.tests(metrics if metrics is not None else self.verdict_metrics)
         tests = tests[(tests["checkpoint"] == checkpoint) & (tests["scenario"] == scenario)]
         sentences = [self._sentence(row, checkpoint, alpha) for row in tests.to_dict("records")]
-        text = "\n".join(sentences) if sentences else "No method was run beside its reference arm."
+        text = "\n".join(sentences) if sentences else self.no_comparison
         return with_profile_caveat(text, self.profile)
 
     def _sentence(self, row: Mapping[str, Any], checkpoint: str, alpha: float) -> str:
+        """One :meth:`tests` row in words (a study with a second test overrides this)."""
         return (f"{row['comparison']}: {row['title']}: {outcome(row, self._higher(row['metric']), alpha)} "
                 f"({row['test']}, {self._checkpoint(checkpoint)}).")
 

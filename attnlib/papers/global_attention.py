@@ -52,7 +52,7 @@ from attnlib.engine.executor import Trained, TrainingRun, data_fingerprint, exec
 from attnlib.engine.runstore import RunResult, RunSpec
 from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, StudyContext
 from attnlib.engine.trainer import TrainConfig
-from attnlib.evaluation.stats import median_std, t_test, with_profile_caveat
+from attnlib.evaluation.stats import median_std, t_test
 from attnlib.methods.base import Classifier, Method
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
 from attnlib.models.pixel_attention import pixel_cnn_parameter_count
@@ -358,6 +358,7 @@ class GlobalAttentionStudy(Study[GlobalAttentionSettings]):
     settings_type = GlobalAttentionSettings
     metrics = METRICS
     test = "anova"
+    no_comparison = "No attention arm was run beside its vanilla CNN or L1 baseline."
     checkpoint_words = {SELECTED: "the test accuracy at the epochs chosen on the validation folds (the paper's rule)"}
 
     def __init__(
@@ -605,37 +606,22 @@ class GlobalAttentionStudy(Study[GlobalAttentionSettings]):
         columns = ["mean method (epochs)", "mean reference (epochs)", "t (epochs)", "p (t-test, epochs)", "paper's test"]
         return pd.concat([frame, pd.DataFrame(rows, index=frame.index, columns=columns)], axis=1)
 
-    def verdict(
-        self,
-        checkpoint: str | None = None,
-        metrics: Sequence[str] | None = None,
-        scenario: str | None = None,
-        alpha: float = 0.05,
-    ) -> str:
-        """A sentence per comparison, computed from :meth:`tests`: did global attention win at p < alpha,
-        by the paper's t-test over the selected epochs and by the one-way ANOVA over seeds? (After the
-        smoke caveat in the smoke profile.)"""
-        tests = self.tests(metrics)
-        tests = tests[(tests["checkpoint"] == (checkpoint or SELECTED)) & (tests["scenario"] == (scenario or "default"))]
-        sentences = []
-        for row in tests.to_dict("records"):
-            diff = row["mean method (epochs)"] - row["mean reference (epochs)"]
-            if not self.metrics[row["metric"]].higher_is_better:
-                diff = -diff
-            parts = []
-            for label, p in (("paper's t-test over the selected epochs", row["p (t-test, epochs)"]),
-                             ("one-way ANOVA over seeds", row["p"])):
-                if not np.isfinite(p):
-                    parts.append(f"{label}: no test (too few values or no variation)")
-                    continue
-                outcome = "better" if diff > 0 and p < alpha else ("worse" if diff < 0 and p < alpha else "no significant difference")
-                parts.append(f"{label}: {outcome} (p = {p:.2g})")
-            sentences.append(
-                f"{self.dataset}: {row['comparison']}: mean {row['metric']} {row['mean method (epochs)']:.3f} vs "
-                f"{row['mean reference (epochs)']:.3f} ({row['n']} seeds); " + "; ".join(parts) + "."
-            )
-        text = "\n".join(sentences) if sentences else "No attention arm was run beside its vanilla CNN or L1 baseline."
-        return with_profile_caveat(text, self.profile)
+    def _sentence(self, row: Mapping[str, Any], checkpoint: str, alpha: float) -> str:
+        """One comparison: did global attention win at p < alpha, by the paper's t-test over the selected epochs
+        and by the one-way ANOVA over seeds?"""
+        diff = row["mean method (epochs)"] - row["mean reference (epochs)"]
+        if not self.metrics[row["metric"]].higher_is_better:
+            diff = -diff
+        parts = []
+        for label, p in (("paper's t-test over the selected epochs", row["p (t-test, epochs)"]),
+                         ("one-way ANOVA over seeds", row["p"])):
+            if not np.isfinite(p):
+                parts.append(f"{label}: no test (too few values or no variation)")
+                continue
+            outcome = "better" if diff > 0 and p < alpha else ("worse" if diff < 0 and p < alpha else "no significant difference")
+            parts.append(f"{label}: {outcome} (p = {p:.2g})")
+        return (f"{self.dataset}: {row['comparison']}: mean {row['metric']} {row['mean method (epochs)']:.3f} vs "
+                f"{row['mean reference (epochs)']:.3f} ({row['n']} seeds); " + "; ".join(parts) + ".")
 
     def claim_specs(self) -> list[ClaimSpec]:
         """Attention beats the vanilla CNN (Table 2's numbers for the paper's networks and datasets) and the
