@@ -27,7 +27,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from attnlib.models.registry import register_head
 
 _STEM = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
-_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet152")
+_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet152", "slim_resnet10")
 
 
 class ABNOutput(NamedTuple):

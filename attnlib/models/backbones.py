@@ -129,3 +129,43 @@ def _resattnet56(*, weights: WeightsEnum | None) -> nn.Module:
 def _resattnet92(*, weights: WeightsEnum | None) -> nn.Module:
     """ResAttNet-92, the paper's baseline; see ``local_attention.resattnet``."""
     return local_attention.resattnet(92)
+
+
+#: Stage widths of ``slim_resnet10`` (a quarter of ResNet-18's 64 / 128 / 256 / 512).
+SLIM_WIDTHS = (16, 32, 64, 128)
+
+
+class SlimResNet(tvm.ResNet):
+    """A torchvision ``ResNet`` with one ``BasicBlock`` per stage, a quarter of the widths and a CIFAR-style stem.
+
+    The benchmark's CPU network: every head that takes a torchvision ResNet (CAM, ABN, GALA) takes it too, because
+    it keeps ResNet's module names (conv1, bn1, relu, maxpool, layer1-4, avgpool, fc) and forward. The stem is a
+    3x3 convolution with stride 1 and no max-pool (torchvision's 7x7 stride-2 stem and max-pool would leave a
+    32-px image 1 x 1 after layer4), so a 32-px input gives 8 x 8 after layer3 and 4 x 4 after layer4.
+    No pretrained weights exist: it always starts from random weights.
+    """
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(tvm.resnet.BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+        self.inplanes = SLIM_WIDTHS[0]
+        self.conv1 = nn.Conv2d(3, SLIM_WIDTHS[0], kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(SLIM_WIDTHS[0])
+        self.maxpool = nn.Identity()
+        block = tvm.resnet.BasicBlock
+        self.layer1 = self._make_layer(block, SLIM_WIDTHS[0], 1)
+        self.layer2 = self._make_layer(block, SLIM_WIDTHS[1], 1, stride=2)
+        self.layer3 = self._make_layer(block, SLIM_WIDTHS[2], 1, stride=2)
+        self.layer4 = self._make_layer(block, SLIM_WIDTHS[3], 1, stride=2)
+        self.fc = nn.Linear(SLIM_WIDTHS[3], num_classes)
+        for module in self.modules():  # torchvision's initialisation, re-applied to the replaced layers
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+
+@register_backbone("slim_resnet10", weights=None, stem="conv1", head="fc", feature_layer="layer4")
+def _slim_resnet10(*, weights: WeightsEnum | None) -> nn.Module:
+    """``SlimResNet``: the benchmark's small CPU network (no pretrained weights)."""
+    return SlimResNet()

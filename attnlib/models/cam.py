@@ -135,6 +135,7 @@ _SUPPORTED: dict[str, Callable[[nn.Module], _Parts]] = {
     "resnet34": _resnet_parts,
     "resnet50": _resnet_parts,
     "resnet152": _resnet_parts,
+    "slim_resnet10": _resnet_parts,  # the benchmark's small CPU network
     "resnet50_ggcam_public": _resnet_parts,  # the GG-CAM public code's ResNet-50 (max-pool an identity)
     "efficientnet_b0": _efficientnet_parts,
     "efficientnet_v2_s": _efficientnet_parts,

@@ -32,7 +32,7 @@ Placement = Literal["residual", "input"]
 
 VARIANTS: tuple[str, ...] = ("paper", "public")
 #: torchvision ResNets that GALA and SE versions exist for (registered as gala_<name>, se<name>)
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "slim_resnet10")
 #: GALA's reduction ratio r (paper Sec. 3 and public code: 4) and SE-ResNet's (Hu et al.: 16)
 GALA_REDUCTION = 4
 SE_REDUCTION = 16
