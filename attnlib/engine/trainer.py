@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 2
 OptimizerName = Literal["adam", "adamax", "sgd", "sgd_momentum", "sgd_nesterov"]
+Monitor = Literal["loss", "accuracy"]
 #: Why a fit ended: all ``epochs`` done, ``early_stop_patience`` reached, or ``max_hours`` spent.
 StopReason = Literal["epochs", "early_stop", "max_hours"]
 StateDict = dict[str, Tensor]
@@ -62,6 +63,9 @@ class TrainConfig:
     ``max_hours``: stop after the epoch during which the training time, summed over resumed
     sessions, reached that many hours (the public GG-CAM code: 23.5).
     ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only.
+    ``monitor``: what "best" means for the best checkpoint, the plateau schedule and early stopping: the lowest
+    validation ``"loss"`` (the method's total, the default) or the highest validation ``"accuracy"`` (the same
+    rule for methods whose losses differ, e.g. a benchmark across methods).
     """
 
     epochs: int
@@ -81,6 +85,7 @@ class TrainConfig:
     channels_last: bool = True
     deterministic: bool = True
     progress: bool = True
+    monitor: Monitor = "loss"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -88,6 +93,8 @@ class TrainConfig:
         if self.optimizer not in OptimizerName.__args__:
             raise ValueError(f"optimizer must be one of {OptimizerName.__args__}, got {self.optimizer!r}")
         self.lr_milestones = tuple(self.lr_milestones)
+        if self.monitor not in Monitor.__args__:
+            raise ValueError(f"monitor must be one of {Monitor.__args__}, got {self.monitor!r}")
         if self.reload_best_on_lr_drop and (self.plateau_patience is None or self.lr_milestones):
             raise ValueError("reload_best_on_lr_drop needs the plateau schedule (no lr_milestones)")
         if self.max_hours is not None and not self.max_hours > 0:
@@ -201,7 +208,7 @@ class Trainer:
                 row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader, eval_loaders)
                 lrs = _lrs(optimizer)
                 if isinstance(scheduler, ReduceLROnPlateau):
-                    scheduler.step(row["val_loss"])
+                    scheduler.step(self._monitored(row))
                 elif scheduler is not None:
                     scheduler.step()
                 self._track(progress, row, method, optimizer, scheduler)
@@ -354,6 +361,10 @@ class Trainer:
             return None
         return ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
+    def _monitored(self, row: dict[str, float]) -> float:
+        """The validation value that ``monitor`` minimises: the loss, or minus the accuracy."""
+        return row["val_loss"] if self.config.monitor == "loss" else -row["val_accuracy"]
+
     def _track(
         self,
         progress: _Progress,
@@ -366,8 +377,8 @@ class Trainer:
         progress.epoch = int(row["epoch"])
         if "val_loss" not in row:  # no validation set: the last weights stand for the best (``_result``)
             return
-        if row["val_loss"] < progress.best_loss:
-            progress.best_loss = row["val_loss"]
+        if self._monitored(row) < progress.best_loss:
+            progress.best_loss = self._monitored(row)
             progress.best_epoch = progress.epoch
             progress.best_state = _cpu_state(method)
             if self.config.reload_best_on_lr_drop:
@@ -380,8 +391,9 @@ class Trainer:
         if patience is not None and progress.bad_epochs >= patience:
             progress.stop_reason = "early_stop"
             log.info(
-                "early stop after epoch %d: no lower validation loss for %d epochs (best epoch %d)",
+                "early stop after epoch %d: no better validation %s for %d epochs (best epoch %d)",
                 progress.epoch,
+                self.config.monitor,
                 patience,
                 progress.best_epoch,
             )

@@ -132,6 +132,21 @@ def test_best_state_is_the_lowest_validation_loss(tmp_path):
     assert last_val == pytest.approx(fit.history.val_loss.iloc[-1], rel=1e-5)
 
 
+def test_monitor_accuracy_keeps_the_first_epoch_of_highest_validation_accuracy(tmp_path):
+    data = loaders()
+    fit = Trainer(config(epochs=6, lr=0.05, monitor="accuracy"), device="cpu").fit(
+        classifier(), data["train"], data["val"], tmp_path, 0
+    )
+    accuracy = fit.history.val_accuracy
+    assert fit.best_epoch == int(fit.history.epoch[accuracy.idxmax()])  # idxmax: the first of ties
+    method = classifier()
+    method.load_state_dict(fit.best_state)
+    _, best_acc = _mean_ce_and_accuracy(method.model, data["val"].dataset)
+    assert best_acc == pytest.approx(accuracy.max())
+    with pytest.raises(ValueError, match="monitor"):
+        config(monitor="val_loss")
+
+
 class FlatValidation(Classifier):
     """Validation loss is a constant: the plateau scheduler and early stopping see no progress."""
 
