@@ -9,6 +9,14 @@ from attnlib.losses.gg_cam import (
     simulate_scalar_adam,
     weighted_terms,
 )
+from attnlib.losses.harmonizer import (
+    class_saliency,
+    gaussian_pyramid,
+    harmonizer_loss,
+    pyramid_mse,
+    standardise_relu,
+)
+from attnlib.losses.rrr import annotation_mask, rrr_loss, rrr_penalty
 
 __all__ = [
     "PositiveScalar",
@@ -18,4 +26,12 @@ __all__ = [
     "selective_mse",
     "simulate_scalar_adam",
     "weighted_terms",
+    "annotation_mask",
+    "class_saliency",
+    "gaussian_pyramid",
+    "harmonizer_loss",
+    "pyramid_mse",
+    "rrr_loss",
+    "rrr_penalty",
+    "standardise_relu",
 ]

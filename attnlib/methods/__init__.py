@@ -2,6 +2,7 @@
 
 from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig, backbone_family
 from attnlib.methods.global_attention import GlobalAttention, GlobalAttentionConfig, PixelWeightL1
+from attnlib.methods.saliency_supervision import NeuralHarmonizer, RightForRightReasons
 
 __all__ = [
     "GGCAM",
@@ -11,4 +12,6 @@ __all__ = [
     "GlobalAttentionConfig",
     "PixelWeightL1",
     "backbone_family",
+    "NeuralHarmonizer",
+    "RightForRightReasons",
 ]
