@@ -2,8 +2,9 @@
 
 Both train a CAM network: any module whose ``model(img)`` returns ``(logits B x C, omega B x C x h x w)``,
 e.g. ``create_model(..., head="cam")``. ``GGCAM`` adds the selective MSE of the true class's map to
-the gaze heat map and balances it with cross-entropy by Eq. 11; ``CAMClassifier`` is the standard
-network (cross-entropy only) with the same head, so its maps can be scored too.
+the gaze heat map and balances it with cross-entropy by Eq. 11 (or, as a control, by a fixed weight);
+``CAMClassifier`` is the standard network (cross-entropy only) with the same head, so its maps can be
+scored too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from attnlib.losses.gg_cam import (
     Parameterisation,
     PositiveScalar,
     balanced_loss,
+    fixed_weight_loss,
     public_code_map_mse,
     selective_mse,
     weighted_terms,
@@ -29,6 +31,8 @@ from attnlib.methods.base import Method, StepOutput
 
 Variant = Literal["paper", "public_code"]
 VARIANTS: tuple[str, ...] = Variant.__args__
+Schedule = Literal["eq11", "fixed"]
+SCHEDULES: tuple[str, ...] = Schedule.__args__
 
 #: log sigma_sm of the public code per backbone family (log sigma_ce is 7 for both).
 _PUBLIC_LOG_SIGMA_SM = {"resnet": -23.0, "effnet": -16.0}
@@ -65,6 +69,11 @@ class GGCAMConfig:
     From 1.4e-11 or e^-23 a randomly initialised ResNet-50's first gradients reach ~1e21 and overflow
     float32 Adam's second moment for some weights (infinite: they never move again). alpha (Eq. 10) is
     always exp(log alpha): positive, and its initial value 1 is far from 0.
+
+    ``schedule``: how the two losses are balanced. ``"eq11"``: Eq. 11 with the trainable sigmas above.
+    ``"fixed"``: no Eq. 11 and no sigmas (their settings are unused), L = L_ce + ``fixed_weight`` * L_sm
+    (``fixed_weight_loss``); alpha stays trainable. Eq. 11 with an init chosen for a training budget is
+    ``"eq11"`` with ``sigma_sm_init`` from ``curriculum_sigma_sm_init``.
     """
 
     variant: Variant = "paper"
@@ -73,10 +82,16 @@ class GGCAMConfig:
     sigma_ce_init: float = 1.0
     alpha_init: float = 1.0
     scalar_lr: float | None = None
+    schedule: Schedule = "eq11"
+    fixed_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (math.isfinite(self.fixed_weight) and self.fixed_weight >= 0):
+            raise ValueError(f"fixed_weight must be finite and non-negative, got {self.fixed_weight}")
         if self.sigma_parameterisation not in PARAMETERISATIONS:
             raise ValueError(
                 f"sigma_parameterisation must be one of {PARAMETERISATIONS}, "
@@ -114,14 +129,19 @@ class GGCAM(Method):
     sigma_ce and (paper variant only; the public code's loss has no alpha) alpha are logged by
     ``scalars()`` and optimised in their own parameter group ``"scalars"`` without weight decay.
     The validation ``loss`` is the Eq. 11 total too, so its scale falls as sigma_sm grows.
+    Under the ``"fixed"`` schedule there are no sigmas: ``loss`` is L_ce + w L_sm, ``term_sm`` = w L_sm,
+    ``term_ce`` = L_ce (w = ``fixed_weight``), and the group ``"scalars"`` holds alpha alone (none without it).
     """
 
     def __init__(self, model: nn.Module, config: GGCAMConfig | None = None) -> None:
         super().__init__()
         self.model = model
         self.config = config or GGCAMConfig()
-        self.sigma_sm = PositiveScalar(self.config.sigma_sm_init, self.config.sigma_parameterisation)
-        self.sigma_ce = PositiveScalar(self.config.sigma_ce_init, self.config.sigma_parameterisation)
+        self.sigma_sm: PositiveScalar | None = None
+        self.sigma_ce: PositiveScalar | None = None
+        if self.config.schedule == "eq11":
+            self.sigma_sm = PositiveScalar(self.config.sigma_sm_init, self.config.sigma_parameterisation)
+            self.sigma_ce = PositiveScalar(self.config.sigma_ce_init, self.config.sigma_parameterisation)
         self.alpha = PositiveScalar(self.config.alpha_init, "log") if self.config.variant == "paper" else None
 
     def step(self, batch: Mapping[str, Any]) -> StepOutput:
@@ -139,11 +159,16 @@ class GGCAM(Method):
             l_sm = public_code_map_mse(omega, hmap)
         else:
             l_sm = selective_mse(omega, labels, hmap, self.alpha())
-        s_sm, s_ce = self.sigma_sm(), self.sigma_ce()
-        term_sm, term_ce = weighted_terms(l_sm, l_ce, s_sm, s_ce)
+        if self.sigma_sm is None or self.sigma_ce is None:
+            weight = self.config.fixed_weight
+            loss, term_sm, term_ce = fixed_weight_loss(l_sm, l_ce, weight), weight * l_sm, l_ce
+        else:
+            s_sm, s_ce = self.sigma_sm(), self.sigma_ce()
+            loss = balanced_loss(l_sm, l_ce, s_sm, s_ce)
+            term_sm, term_ce = weighted_terms(l_sm, l_ce, s_sm, s_ce)
         return StepOutput(
             losses={
-                "loss": balanced_loss(l_sm, l_ce, s_sm, s_ce),
+                "loss": loss,
                 "ce": l_ce,
                 "sm": l_sm,
                 "term_sm": term_sm,
@@ -153,23 +178,21 @@ class GGCAM(Method):
         )
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """The network at ``lr``; the scalars in a group ``"scalars"`` at ``scalar_lr`` (None: ``lr``)."""
+        """The network at ``lr``; the scalars in a group ``"scalars"`` at ``scalar_lr`` (None: ``lr``), if any."""
         scalar_lr = lr if self.config.scalar_lr is None else self.config.scalar_lr
-        return [
-            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr},
-            {
-                "params": [m.raw for m in (self.sigma_sm, self.sigma_ce, self.alpha) if m is not None],
-                "lr": scalar_lr,
-                "weight_decay": 0.0,
-                "name": "scalars",
-            },
-        ]
+        network = {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr}
+        scalars = [m.raw for m in self._scalars().values()]
+        if not scalars:
+            return [network]
+        return [network, {"params": scalars, "lr": scalar_lr, "weight_decay": 0.0, "name": "scalars"}]
 
     def scalars(self) -> dict[str, float]:
-        values = {"sigma_sm": self.sigma_sm().item(), "sigma_ce": self.sigma_ce().item()}
-        if self.alpha is not None:
-            values["alpha"] = self.alpha().item()
-        return values
+        return {name: module().item() for name, module in self._scalars().items()}
+
+    def _scalars(self) -> dict[str, PositiveScalar]:
+        """The trainable scalars this configuration has, by name."""
+        named = {"sigma_sm": self.sigma_sm, "sigma_ce": self.sigma_ce, "alpha": self.alpha}
+        return {name: module for name, module in named.items() if module is not None}
 
 
 class CAMClassifier(Method):

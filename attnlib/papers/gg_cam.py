@@ -1,6 +1,6 @@
 """GG-CAM's study (paper 1, :class:`GGCAMStudy`): the networks compared, their data, training and evaluation.
 
-Arms (the paper's four networks plus the public code's variant):
+Arms (the paper's four networks, the public code's variant and two balance schedules, issue 24):
 
 - ``resnet`` / ``effnet``: the backbone with a CAM head trained by cross-entropy only (the CAM head
   gives the same logits as GAP + linear, so this is the standard network, and its maps can be scored);
@@ -10,7 +10,12 @@ Arms (the paper's four networks plus the public code's variant):
   with the public code's whole recipe from the profile's ``public_code`` section (:data:`PUBLIC_RECIPE`):
   its network and initialisation, learning rate, patience, reload of the best weights and Adam state at
   every lr drop, epoch and time budget, and its gaze maps (raw samples counted, B as OpenCV's kernel size,
-  corner point-sampling).
+  corner point-sampling);
+- ``resnet+gg-cam (fixed weights)``: the paper's losses balanced by a fixed weight instead of Eq. 11,
+  L_ce + w L_sm (the profile's ``fixed_weight``);
+- ``resnet+gg-cam (budget curriculum)``: Eq. 11 from the sigma_sm init whose balance a scalar Adam
+  simulation places at the profile's ``curriculum_fraction`` of the run's steps (:func:`budget_sigma_sm_init`),
+  where Table 1's init would not balance within a short run at all.
 
 The profile's ``gg_cam`` section names the backbone behind each family (ResNet-50 and EfficientNetV2-S
 in ``paper``; smaller ones on the CPU), the schedule and the image scale.
@@ -18,8 +23,10 @@ in ``paper``; smaller ones on the CPU), the schedule and the image scale.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,13 +44,27 @@ from attnlib.engine.study import ArmRun, ClaimSpec, Comparison, Metric, Study, S
 from attnlib.engine.trainer import TrainConfig
 from attnlib.evaluation.localisation import cam_localisation_evaluator
 from attnlib.evaluation.stats import median_std
+from attnlib.losses.gg_cam import curriculum_sigma_sm_init, history_balance, simulated_balance_step
 from attnlib.methods.base import Method
 from attnlib.methods.gg_cam import GGCAM, CAMClassifier, GGCAMConfig
 from attnlib.models.cam import CAMNet, cam_grid
 from attnlib.models.registry import create_model
 from attnlib.reporting import plots
 
-ARMS = ("resnet", "resnet+gg-cam", "effnet", "effnet+gg-cam", "resnet+gg-cam (public code)")
+Schedule = Literal["table1", "public code", "fixed", "budget"]
+#: Each network and how it balances its gaze term against cross-entropy: None (no gaze term), Eq. 11 from Table 1's
+#: sigma init (``table1``) or the public code's, a fixed weight (``fixed``), or Eq. 11 from the init whose balance
+#: falls at ``curriculum_fraction`` of the run (``budget``).
+SCHEDULES: dict[str, Schedule | None] = {
+    "resnet": None,
+    "resnet+gg-cam": "table1",
+    "effnet": None,
+    "effnet+gg-cam": "table1",
+    "resnet+gg-cam (public code)": "public code",
+    "resnet+gg-cam (fixed weights)": "fixed",
+    "resnet+gg-cam (budget curriculum)": "budget",
+}
+ARMS = tuple(SCHEDULES)
 #: Synthetic scenarios: the default (no cue) and one whose tag position encodes the class in train/val.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -87,6 +108,9 @@ class GGCAMSettings:
     runs by default; ``scale``: of the DICOMs; ``table1``: Table 1's per-network rates and patiences (else
     ``lr`` and ``plateau_patience`` for every network); ``sigma_parameterisation`` and ``scalar_lr`` (None: the
     network's rate): how Eq. 11's sigmas train; ``pretrained``: ``auto`` loads cached weights when present.
+    ``fixed_weight``: w of the fixed-weights arm (L_ce + w L_sm); ``curriculum_fraction``: where in the run
+    (a fraction of its steps) the budget-curriculum arm's Eq. 11 balance is placed, computed with L_sm held at
+    ``curriculum_l_sm``.
     """
 
     backbones: dict[str, str]
@@ -103,6 +127,9 @@ class GGCAMSettings:
     scalar_lr: float | None
     pretrained: Pretrained
     public_code: PublicRecipe
+    fixed_weight: float
+    curriculum_fraction: float
+    curriculum_l_sm: float
 
     def __post_init__(self) -> None:
         if set(self.backbones) != {"resnet", "effnet"}:
@@ -112,6 +139,11 @@ class GGCAMSettings:
                 raise ValueError(f"unknown network or scenario {name!r}; networks {ARMS}, scenarios {tuple(SCENARIOS)}")
         if not self.table1 and (self.lr is None or self.plateau_patience is None):
             raise ValueError("without table1, lr and plateau_patience must be set")
+        if not (self.fixed_weight >= 0 and 0 < self.curriculum_fraction <= 1 and self.curriculum_l_sm > 0):
+            raise ValueError(
+                "need fixed_weight >= 0, 0 < curriculum_fraction <= 1 and curriculum_l_sm > 0, got "
+                f"{self.fixed_weight}, {self.curriculum_fraction} and {self.curriculum_l_sm}"
+            )
 
 
 #: The recipe's gaze-map settings (:class:`~attnlib.data.real.egd_cxr.EGDCXRSettings` fields) and the paper's values.
@@ -121,13 +153,20 @@ GAZE_DEFAULTS = {k: getattr(EGDCXRSettings(), k) for k in PUBLIC_GAZE}
 
 @dataclass(frozen=True)
 class Arm:
-    """One network of the comparison: its family, backbone, whether gaze supervises it, which variant."""
+    """One network of the comparison: its family, backbone, whether gaze supervises it, which variant, and how
+    its two losses are balanced (:data:`SCHEDULES`)."""
 
     name: str
     family: str
     backbone: str
     gaze: bool
     public_code: bool
+    schedule: Schedule | None
+
+    @property
+    def eq11(self) -> bool:
+        """Whether Eq. 11 balances the arm's losses (every gaze-supervised arm but the fixed-weights one)."""
+        return self.gaze and self.schedule != "fixed"
 
     @classmethod
     def parse(cls, name: str, settings: GGCAMSettings) -> Arm:
@@ -135,9 +174,10 @@ class Arm:
         ``public_code``."""
         if name not in ARMS:
             raise ValueError(f"unknown GG-CAM network {name!r}; choose from {ARMS}")
-        family, public = name.split("+")[0], "public code" in name
+        family, schedule = name.split("+")[0], SCHEDULES[name]
+        public = schedule == "public code"
         backbone = settings.public_code.backbone if public else settings.backbones[family]
-        return cls(name, family, backbone, "gg-cam" in name, public)
+        return cls(name, family, backbone, schedule is not None, public, schedule)
 
 
 def train_config(arm: Arm, settings: GGCAMSettings) -> TrainConfig:
@@ -171,28 +211,106 @@ def gaze_recipe(arm: Arm, settings: GGCAMSettings) -> dict[str, Any]:
     return {k: getattr(settings.public_code, k) for k in PUBLIC_GAZE} if arm.public_code else {}
 
 
-def method_config(arm: Arm, settings: GGCAMSettings) -> GGCAMConfig | None:
-    """The GG-CAM configuration of a gaze-supervised arm (Table 1 sigma initialisation), else None."""
+def method_config(arm: Arm, settings: GGCAMSettings, total_steps: int | None = None) -> GGCAMConfig | None:
+    """The GG-CAM configuration of a gaze-supervised arm, else None: Table 1's sigma initialisation, the public
+    code's, a fixed weight, or the budget-curriculum init (:func:`budget_sigma_sm_init`, which needs the run's
+    ``total_steps``)."""
     if not arm.gaze:
         return None
     if arm.public_code:
         return GGCAMConfig.public_code(arm.family)
-    return GGCAMConfig(
+    config = GGCAMConfig(
         sigma_parameterisation=settings.sigma_parameterisation,
         sigma_sm_init=TABLE1[f"{arm.family}+gg-cam"]["sigma_sm_init"],
         sigma_ce_init=TABLE1[f"{arm.family}+gg-cam"]["sigma_ce_init"],
         scalar_lr=settings.scalar_lr,
     )
+    if arm.schedule == "fixed":
+        return replace(config, schedule="fixed", fixed_weight=settings.fixed_weight)
+    if arm.schedule == "budget":
+        if total_steps is None:
+            raise ValueError(f"{arm.name!r} needs the run's total_steps to place its Eq. 11 balance")
+        return replace(config, sigma_sm_init=budget_sigma_sm_init(arm, settings, total_steps))
+    return config
 
 
-def build_method(arm: Arm, settings: GGCAMSettings, num_classes: int, start: Pretrained | None = None) -> Method:
-    """A fresh network of this arm (``start`` None: the arm's :func:`pretrained`; weights only when present
+def scalar_rate(arm: Arm, settings: GGCAMSettings) -> float:
+    """The Adam rate of a gaze arm's sigmas and alpha: the profile's ``scalar_lr`` (not for the public-code arm,
+    whose code trains them with the network), else the network's (:func:`train_config`)."""
+    if settings.scalar_lr is not None and not arm.public_code:
+        return settings.scalar_lr
+    return train_config(arm, settings).lr
+
+
+def total_steps(arm: Arm, settings: GGCAMSettings, n_train: int) -> int:
+    """The arm's optimisation budget: epochs x ceil(n_train / batch size) (the training loader keeps the last,
+    smaller batch)."""
+    train = train_config(arm, settings)
+    return train.epochs * math.ceil(n_train / train.batch_size)
+
+
+def budget_sigma_sm_init(arm: Arm, settings: GGCAMSettings, total_steps: int) -> float:
+    """The budget-curriculum arm's sigma_sm init: :func:`~attnlib.losses.gg_cam.curriculum_sigma_sm_init` at the
+    profile's ``curriculum_fraction`` of ``total_steps``, with L_sm = ``curriculum_l_sm``, L_ce = ln 3 (a 3-class
+    guess), both sigmas trained from Table 1's sigma_ce init at :func:`scalar_rate`, as GGCAM trains them."""
+    return _curriculum_init(
+        total_steps, settings.curriculum_fraction, settings.curriculum_l_sm, scalar_rate(arm, settings),
+        settings.sigma_parameterisation, TABLE1[f"{arm.family}+gg-cam"]["sigma_ce_init"],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _curriculum_init(
+    steps: int, fraction: float, l_sm: float, lr: float, parameterisation: Literal["direct", "log"], s_ce_init: float
+) -> float:
+    return curriculum_sigma_sm_init(
+        steps, fraction, l_sm=l_sm, lr=lr, parameterisation=parameterisation, l_ce=math.log(len(LABELS)),
+        s_ce_init=s_ce_init, train_s_ce=True,
+    )
+
+
+def predicted_balance(arm: Arm, settings: GGCAMSettings, total_steps: int) -> int | None:
+    """The step where an Eq. 11 arm's weighted gaze term falls to the CE term in the scalar Adam simulation
+    (:func:`~attnlib.losses.gg_cam.simulated_balance_step`: its sigma inits and rate, L_sm = ``curriculum_l_sm``
+    and L_ce = ln 3 held constant, both sigmas trained), or None when not within ``total_steps``. The simulation
+    keeps the rate constant: a plateau drop before the balance delays it."""
+    config = method_config(arm, settings, total_steps)
+    if config is None or config.schedule != "eq11":
+        raise ValueError(f"{arm.name!r} has no Eq. 11 balance to predict")
+    return _balance(
+        settings.curriculum_l_sm, config.sigma_sm_init, scalar_rate(arm, settings), total_steps,
+        config.sigma_parameterisation, config.sigma_ce_init,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _balance(
+    l_sm: float, s_sm_init: float, lr: float, steps: int, parameterisation: Literal["direct", "log"], s_ce_init: float
+) -> int | None:
+    return simulated_balance_step(
+        l_sm, s_sm_init, lr=lr, max_steps=steps, parameterisation=parameterisation, l_ce=math.log(len(LABELS)),
+        s_ce_init=s_ce_init, train_s_ce=True,
+    )
+
+
+def build_model(
+    arm: Arm, settings: GGCAMSettings, num_classes: int, start: Pretrained | None = None
+) -> torch.nn.Module:
+    """A fresh CAM network of this arm (``start`` None: the arm's :func:`pretrained`; weights only when present
     locally, else random)."""
-    model = create_model(
+    return create_model(
         arm.backbone, num_classes, in_chans=1, pretrained=pretrained(arm, settings) if start is None else start,
         channel_mean=arm.public_code, head="cam",
     )
-    config = method_config(arm, settings)
+
+
+def build_method(
+    arm: Arm, settings: GGCAMSettings, num_classes: int, start: Pretrained | None = None,
+    total_steps: int | None = None,
+) -> Method:
+    """A fresh network of this arm (:func:`build_model`) in its method (:func:`method_config`)."""
+    model = build_model(arm, settings, num_classes, start)
+    config = method_config(arm, settings, total_steps)
     return CAMClassifier(model) if config is None else GGCAM(model, config)
 
 
@@ -299,21 +417,31 @@ class GGCAMStudy(Study[GGCAMSettings]):
         gaze = gaze_recipe(arm, self.settings)
         key = (scenario, repr(sorted(gaze.items())), arm.backbone)
         if key not in self._splits:
-            model = build_method(arm, self.settings, len(LABELS), start=False).model
+            model = build_model(arm, self.settings, len(LABELS), start=False)
             self._splits[key] = load_splits(self.profile, scenario, self.data_root, model, self.settings, gaze)
         return self._splits[key]
+
+    def total_steps(self, arm: Arm, scenario: str) -> int:
+        """The arm's optimisation budget in ``scenario``: :func:`total_steps` of its training split."""
+        return total_steps(arm, self.settings, len(self.splits(scenario, arm)["train"]))
+
+    def method_config(self, arm: Arm, scenario: str) -> GGCAMConfig | None:
+        """:func:`method_config` of the arm in ``scenario`` (the budget-curriculum arm's init needs its steps)."""
+        steps = self.total_steps(arm, scenario) if arm.schedule == "budget" else None
+        return method_config(arm, self.settings, steps)
 
     def training_run(self, arm_name: str, seed: int, scenario: str) -> TrainingRun:
         """The arm's run for ``seed`` in ``scenario``: best weights kept, Eq. 12 scored on the test split."""
         arm, settings = self.arm(arm_name), self.settings
         splits = self.splits(scenario, arm)
-        config = method_config(arm, settings)
+        config = self.method_config(arm, scenario)
+        steps = self.total_steps(arm, scenario)
         label_names = list(splits["train"].label_names)
         return TrainingRun(
             study=self.name, seed=seed, profile=self.profile, datasets=splits, train=train_config(arm, settings),
             config={"arm": arm.name, "scenario": scenario, "backbone": arm.backbone, "pretrained": pretrained(arm, settings),
                     "gg_cam": asdict(config) if config else None, "gaze": gaze_recipe(arm, settings)},
-            build=lambda: build_method(arm, settings, len(label_names)), label_names=label_names,
+            build=lambda: build_method(arm, settings, len(label_names), total_steps=steps), label_names=label_names,
             evaluators={"localisation": cam_localisation_evaluator},
         )
 
@@ -324,15 +452,20 @@ class GGCAMStudy(Study[GGCAMSettings]):
         return ArmRun(arm, scenario, seed, [result], values, epochs)
 
     def comparisons(self) -> list[Comparison]:
-        pairs = [("resnet+gg-cam", "resnet"), ("effnet+gg-cam", "effnet"), ("resnet+gg-cam (public code)", "resnet")]
-        return [Comparison(m, r) for m, r in pairs if m in self._networks and r in self._networks]
+        """Each gaze-supervised network vs its family's standard network."""
+        gaze = [self.arm(name) for name in ARMS if SCHEDULES[name] is not None]
+        return [Comparison(a.name, a.family) for a in gaze if a.name in self._networks and a.family in self._networks]
 
     def claim_specs(self) -> list[ClaimSpec]:
         reported = {"resnet+gg-cam": "0.721 -> 0.776 (p = 3.2e-4)", "effnet+gg-cam": "0.723 -> 0.801 (p = 5.5e-4)"}
-        specs = [ClaimSpec(f"gaze supervision raises the test AUC of {c.reference}", c, "auc", reported.get(c.method, ""))
+        how = {"fixed": " with a fixed weight instead of Eq. 11",
+               "budget": " with Eq. 11's curriculum fitted to the run"}
+        specs = [ClaimSpec(f"gaze supervision{how.get(self.arm(c.method).schedule, '')} raises the test AUC of "
+                           f"{c.reference}", c, "auc", reported.get(c.method, ""))
                  for c in self.comparisons()]
-        specs += [ClaimSpec(f"gaze supervision puts {c.reference}'s CAM peak in the {organ} more often", c,
-                            f"interpretability/{label}", "higher (Fig. 3)")
+        specs += [ClaimSpec(f"gaze supervision{how.get(self.arm(c.method).schedule, '')} puts {c.reference}'s CAM "
+                            f"peak in the {organ} more often", c, f"interpretability/{label}",
+                            "higher (Fig. 3)" if c.method in reported else "")
                   for c in self.comparisons() if c.method != "resnet+gg-cam (public code)"
                   for label, organ in (("cardiomegaly", "heart"), ("pneumonia", "lungs"))]
         return specs
@@ -353,11 +486,13 @@ class GGCAMStudy(Study[GGCAMSettings]):
 
     def hyperparameters(self) -> pd.DataFrame:
         """Table 1 as used: backbone and its start, optimiser, learning rates, patience, reload on lr drop,
-        epoch and time budget, sigma/alpha set-up, gaze-map recipe and the Eq. 12 rule shown, per network."""
+        epoch and time budget, how the losses are balanced, sigma/alpha set-up, gaze-map recipe and the Eq. 12
+        rule shown, per network (the budget-curriculum arm's init from the first scenario's steps)."""
         rows = []
         for name in self._networks:
             arm = self.arm(name)
-            train, gg = train_config(arm, self.settings), method_config(arm, self.settings)
+            train, gg = train_config(arm, self.settings), self.method_config(arm, self._scenarios[0])
+            eq11 = gg is not None and gg.schedule == "eq11"
             gaze = {**GAZE_DEFAULTS, **gaze_recipe(arm, self.settings)}
             rows.append({
                 "network": name, "backbone": arm.backbone, "pretrained": pretrained(arm, self.settings),
@@ -366,20 +501,47 @@ class GGCAMStudy(Study[GGCAMSettings]):
                 "max hours": train.max_hours, "early stop": train.early_stop_patience, "batch": train.batch_size,
                 "precision (CUDA)": "bf16 autocast" if train.amp else "fp32",
                 "variant": gg.variant if gg else "cross-entropy only",
-                "sigma": gg.sigma_parameterisation if gg else "",
-                "sigma_sm init": gg.sigma_sm_init if gg else np.nan,
-                "sigma_ce init": gg.sigma_ce_init if gg else np.nan,
-                "scalar lr": (gg.scalar_lr or train.lr) if gg else np.nan,
+                "balance": self.balance(arm),
+                "sigma": gg.sigma_parameterisation if gg and eq11 else "",
+                "sigma_sm init": gg.sigma_sm_init if gg and eq11 else np.nan,
+                "sigma_ce init": gg.sigma_ce_init if gg and eq11 else np.nan,
+                "scalar lr": scalar_rate(arm, self.settings) if gg else np.nan,
                 **{f"gaze {k.removeprefix('gaze_')}": v for k, v in gaze.items()},
                 "Eq. 12 rule": "peak; 3x3 neighbourhood shown too" if arm.public_code else "peak",
             })
         return pd.DataFrame(rows).set_index("network")
 
+    def balance(self, arm: Arm) -> str:
+        """How the arm balances its gaze term against cross-entropy, in words (empty without a gaze term)."""
+        settings = self.settings
+        if arm.schedule == "fixed":
+            return f"fixed: L_ce + {settings.fixed_weight:g} L_sm"
+        if arm.schedule == "budget":
+            steps = self.total_steps(arm, self._scenarios[0])
+            return (f"Eq. 11, sigma_sm init balancing at {settings.curriculum_fraction:g} of {steps} steps "
+                    f"(L_sm = {settings.curriculum_l_sm:g})")
+        if arm.schedule == "table1":
+            return "Eq. 11 from Table 1's sigma inits"
+        return "Eq. 11 from the public code's sigma inits" if arm.public_code else ""
+
     def curricula(self) -> pd.DataFrame:
-        """Per gaze-supervised run: where the weighted gaze term first fell to the CE term (:func:`curriculum`)."""
-        rows = [{"scenario": r.scenario, "arm": r.arm, "seed": r.seed, **curriculum(r.runs[0].history)}
-                for r in self.runs if self.arm(r.arm).gaze]
-        return pd.DataFrame(rows, columns=["scenario", "arm", "seed", "cross_epoch", "gaze_dominated_epochs", "epochs"])
+        """Per Eq. 11 run: the step where the simulation predicts the weighted gaze term to fall to the CE term
+        (:func:`predicted_balance`, None: not within the run) beside where it fell in training (:func:`curriculum`),
+        and the mean L_sm measured until then (the simulation assumes ``curriculum_l_sm``)."""
+        rows = []
+        for r in self.runs:
+            arm = self.arm(r.arm)
+            if not arm.eq11:
+                continue
+            steps = self.total_steps(arm, r.scenario)
+            per_epoch = steps // train_config(arm, self.settings).epochs
+            rows.append({"scenario": r.scenario, "arm": r.arm, "seed": r.seed, "total_steps": steps,
+                         "predicted_step": predicted_balance(arm, self.settings, steps),
+                         **curriculum(r.runs[0].history, per_epoch)})
+        columns = ["scenario", "arm", "seed", "total_steps", "predicted_step", "cross_step", "cross_epoch",
+                   "gaze_dominated_epochs", "epochs", "l_sm"]
+        return pd.DataFrame(rows, columns=columns).astype({"predicted_step": "Int64", "cross_step": "Int64",
+                                                            "cross_epoch": "Int64"})
 
     def precision_recall(self, checkpoint: str = "best") -> pd.DataFrame:
         """Table 2: per-class precision and recall per network and scenario, ``median ± std`` over seeds."""
@@ -421,7 +583,9 @@ class GGCAMStudy(Study[GGCAMSettings]):
 
     def trained_model(self, run: ArmRun, checkpoint: str = "best") -> CAMNet:
         """The CAM network of a stored run with its ``best`` (validation) weights (the only ones stored)."""
-        method = build_method(self.arm(run.arm), self.settings, len(LABELS), start=False)
+        arm = self.arm(run.arm)
+        method = build_method(arm, self.settings, len(LABELS), start=False,
+                              total_steps=self.total_steps(arm, run.scenario))
         method.load_state_dict(run.runs[0].state_dict(checkpoint))
         return method.model
 
@@ -455,12 +619,12 @@ class GGCAMStudy(Study[GGCAMSettings]):
         return f"{super().describe()}.\nbackbones {backbones}{paper}; data: {self.data_root or 'synthetic EGD-CXR'}"
 
     def curriculum_figures(self, seed: int | None = None) -> list[Figure]:
-        """Sigmas, alpha and the two weighted terms over training, per gaze-supervised run of ``seed`` (default
-        the first run's) in the first scenario."""
+        """Sigmas, alpha and the two weighted terms over training, per Eq. 11 run of ``seed`` (default the first
+        run's) in the first scenario."""
         seed = self.runs[0].seed if seed is None else seed
         scenario = self._scenarios[0]
         return [plots.curriculum_curves(r.runs[0].history, title=f"{r.arm}, seed {r.seed}, {scenario}")
-                for r in self.runs if r.seed == seed and r.scenario == scenario and self.arm(r.arm).gaze]
+                for r in self.runs if r.seed == seed and r.scenario == scenario and self.arm(r.arm).eq11]
 
     def metric_figures(self, checkpoint: str = "best") -> list[Figure]:
         """Per scenario, the paper's measures and the public code's per network, one box per network."""
@@ -496,34 +660,45 @@ class GGCAMStudy(Study[GGCAMSettings]):
         return self.cue_following().groupby("arm")[["follows cue", "follows label"]].median().reindex(self._networks)
 
     def curriculum_summary(self) -> str:
-        """One sentence per gaze-supervised network, computed from :meth:`curricula`."""
+        """One sentence per Eq. 11 network, computed from :meth:`curricula`."""
         return curriculum_summary(self.curricula())
 
 
-def curriculum(history: pd.DataFrame) -> dict[str, Any]:
-    """From one run's history: the epoch where the weighted gaze term first falls to the CE term.
+def curriculum(history: pd.DataFrame, steps_per_epoch: int) -> dict[str, Any]:
+    """From one run's history: the epoch where the weighted gaze term first fell to the CE term and its last step
+    (:func:`~attnlib.losses.gg_cam.history_balance`), the epochs it dominated, and the mean L_sm until then.
 
-    ``gaze_dominated_epochs`` counts the epochs whose mean training ``term_sm`` exceeds ``term_ce``.
+    ``gaze_dominated_epochs`` counts the epochs whose mean training ``term_sm`` exceeds ``term_ce``; ``l_sm`` is
+    the mean training L_sm over the epochs up to the crossing (all epochs when none).
     """
     sm, ce = history["train_term_sm"].to_numpy(), history["train_term_ce"].to_numpy()
-    crossed = np.flatnonzero(sm <= ce)
+    crossed = history_balance(history, steps_per_epoch)
+    until = history if crossed is None else history[history["epoch"] <= crossed[0]]
     return {
-        "cross_epoch": int(history["epoch"].iloc[crossed[0]]) if crossed.size else None,
+        "cross_epoch": None if crossed is None else crossed[0],
+        "cross_step": None if crossed is None else crossed[1],
         "gaze_dominated_epochs": int((sm > ce).sum()),
         "epochs": len(history),
+        "l_sm": float(until["train_sm"].mean()),
     }
 
 
 def curriculum_summary(table: pd.DataFrame) -> str:
-    """One sentence per gaze-supervised network, computed from :func:`curriculum` rows of its runs."""
+    """One sentence per Eq. 11 network, computed from :meth:`GGCAMStudy.curricula` rows of its runs: the epochs
+    the gaze term dominated, where the terms crossed, and where the simulation predicted it."""
     sentences = []
     for (scenario, arm), part in table.groupby(["scenario", "arm"], sort=False):
-        crossed = part["cross_epoch"].dropna()
+        crossed = part.dropna(subset=["cross_epoch"])
         dominated = part["gaze_dominated_epochs"]
         span = f"{dominated.min()}-{dominated.max()}" if dominated.min() != dominated.max() else f"{dominated.min()}"
-        when = (f"the terms crossed in {len(crossed)} of {len(part)} runs (epochs {sorted(crossed.astype(int))})"
+        epochs, steps_at = (sorted(int(v) for v in crossed[c]) for c in ("cross_epoch", "cross_step"))
+        when = (f"the terms crossed in {len(crossed)} of {len(part)} runs (epochs {epochs}, by steps {steps_at})"
                 if len(crossed) else "the terms never crossed")
-        sentences.append(f"{arm} ({scenario}): the gaze term dominated {span} of {part['epochs'].max()} epochs; {when}.")
+        predicted, steps = part["predicted_step"].iloc[0], int(part["total_steps"].iloc[0])
+        forecast = (f"predicted at step {int(predicted)} of {steps}" if pd.notna(predicted)
+                    else f"predicted not within the run's {steps} steps")
+        sentences.append(f"{arm} ({scenario}): the gaze term dominated {span} of {part['epochs'].max()} epochs; "
+                         f"{when}; {forecast}.")
     return "\n".join(sentences)
 
 

@@ -1,9 +1,11 @@
-"""GG-CAM's losses (Eq. 9-11) against hand values; the scalar Adam simulation against torch.optim.Adam."""
+"""GG-CAM's losses (Eq. 9-11, the fixed-weight schedule) against hand values; the scalar Adam simulation against
+torch.optim.Adam; the budget-curriculum init against the simulation and torch.optim.Adam; the measured balance."""
 
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,9 +14,13 @@ from attnlib.losses.gg_cam import (
     PositiveScalar,
     balance_step,
     balanced_loss,
+    curriculum_sigma_sm_init,
+    fixed_weight_loss,
+    history_balance,
     public_code_map_mse,
     selective_mse,
     simulate_scalar_adam,
+    simulated_balance_step,
     weighted_terms,
 )
 
@@ -96,6 +102,14 @@ def test_balanced_loss_hand_value():
     assert balanced_loss(l_sm, l_ce, s_sm, s_ce).item() == pytest.approx(1.5 + math.log(4.5), rel=1e-6)
     term_sm, term_ce = weighted_terms(l_sm, l_ce, s_sm, s_ce)
     assert (term_sm.item(), term_ce.item()) == pytest.approx((1.0, 0.5))
+
+
+def test_fixed_weight_loss_hand_value():
+    l_sm, l_ce = torch.tensor(0.2, requires_grad=True), torch.tensor(1.5, requires_grad=True)
+    loss = fixed_weight_loss(l_sm, l_ce, 2.5)
+    assert loss.item() == pytest.approx(1.5 + 2.5 * 0.2)  # 2.0
+    loss.backward()
+    assert (l_sm.grad.item(), l_ce.grad.item()) == pytest.approx((2.5, 1.0))
 
 
 @pytest.mark.parametrize("parameterisation", ["direct", "log"])
@@ -220,3 +234,82 @@ def test_balance_step_none_when_never_balanced():
     frame = simulate_scalar_adam(0.05, math.exp(-23), lr=5e-3, steps=10, parameterisation="log")
     assert balance_step(frame) is None
     assert balance_step(simulate_scalar_adam(0.05, 1.0, lr=5e-3, steps=2)) == 0
+
+
+@pytest.mark.parametrize(
+    ("parameterisation", "s_sm_init", "train_s_ce", "lr"),
+    [("log", math.exp(-4), False, 5e-3), ("log", 0.1, True, 1e-3), ("direct", 0.05, False, 1e-2)],
+)
+def test_simulated_balance_step_is_the_frames(parameterisation, s_sm_init, train_s_ce, lr):
+    options = {"lr": lr, "parameterisation": parameterisation, "train_s_ce": train_s_ce}
+    frame = simulate_scalar_adam(0.05, s_sm_init, steps=4_000, **options)
+    expected = balance_step(frame)
+    assert expected is not None and expected > 0
+    assert simulated_balance_step(0.05, s_sm_init, max_steps=4_000, **options) == expected
+    assert simulated_balance_step(0.05, s_sm_init, max_steps=expected - 1, **options) is None
+    assert simulated_balance_step(0.05, s_sm_init, max_steps=expected, **options) == expected
+
+
+@pytest.mark.parametrize(
+    ("parameterisation", "lr", "total_steps", "fraction", "train_s_ce"),
+    [
+        ("log", 1e-3, 112, 0.5, True),  # the quick profile's budget: 8 epochs x 14 steps
+        ("log", 5e-3, 3_000, 0.5, False),
+        ("log", 5e-3, 3_000, 0.2, True),
+        ("direct", 7e-3, 1_000, 0.5, False),
+        ("direct", 1e-3, 2_000, 0.3, True),
+    ],
+)
+def test_curriculum_init_balances_at_the_requested_step(parameterisation, lr, total_steps, fraction, train_s_ce):
+    options = {"lr": lr, "parameterisation": parameterisation, "train_s_ce": train_s_ce}
+    init = curriculum_sigma_sm_init(total_steps, fraction, l_sm=0.05, **options)
+    target = round(fraction * total_steps)
+    # the documented tolerance: the balance falls at the target, or one step before it
+    reached = balance_step(simulate_scalar_adam(0.05, init, steps=total_steps, **options))
+    assert target - 1 <= reached <= target
+    # the curriculum is placed there: a 10% smaller init balances after the target, a 10% larger one before it
+    later = balance_step(simulate_scalar_adam(0.05, init * 0.9, steps=total_steps, **options))
+    assert later is None or later > target
+    assert balance_step(simulate_scalar_adam(0.05, init * 1.1, steps=total_steps, **options)) < target
+
+
+@pytest.mark.parametrize(("parameterisation", "train_s_ce"), [("log", True), ("direct", False)])
+def test_curriculum_init_against_torch_adam(parameterisation, train_s_ce):
+    """The init's balance step, found again with PositiveScalar, Eq. 11, autograd and torch.optim.Adam."""
+    init = curriculum_sigma_sm_init(200, 0.5, l_sm=0.05, lr=5e-3, parameterisation=parameterisation,
+                                    train_s_ce=train_s_ce)
+    trajectory = torch_adam_trajectory(parameterisation, init, 1.0, 5e-3, 200, train_s_ce)
+    balanced = [0.05 / (2 * sm**2) <= LN3 / ce**2 for sm, ce in trajectory]
+    assert balanced.index(True) in (99, 100)
+
+
+@pytest.mark.parametrize("parameterisation", ["log", "direct"])
+def test_a_smaller_init_balances_later_and_a_later_target_needs_a_smaller_init(parameterisation):
+    log_inits = [-30.0, -20.0, -12.0, -8.0, -5.0, -3.0, -2.0]
+    steps = [simulated_balance_step(0.05, math.exp(x), lr=5e-3, max_steps=200_000, parameterisation=parameterisation)
+             for x in log_inits]
+    assert all(a >= b for a, b in zip(steps, steps[1:])), steps
+    assert steps[0] > steps[-1]
+    inits = [curriculum_sigma_sm_init(2_000, f, l_sm=0.05, lr=5e-3, parameterisation=parameterisation)
+             for f in (0.25, 0.5, 0.75)]
+    assert inits[0] > inits[1] > inits[2]
+    # all below the init that is balanced at step 0: sqrt(L_sm / (2 L_ce)) with sigma_ce = 1
+    assert inits[0] < math.sqrt(0.05 / (2 * LN3))
+
+
+def test_curriculum_init_errors():
+    # direct: Adam's first step sets sigma_sm to about lr = 0.5 > sqrt(0.05 / (2 ln 3)) ~ 0.15, whatever the init
+    with pytest.raises(ValueError, match=r"no initial sigma_sm down to e\^-50 balances as late as step 50"):
+        curriculum_sigma_sm_init(100, 0.5, l_sm=0.05, lr=0.5, parameterisation="direct")
+    with pytest.raises(ValueError, match="rounds to step 0"):
+        curriculum_sigma_sm_init(10, 0.01, l_sm=0.05, lr=1e-3)
+    with pytest.raises(ValueError, match="0 < fraction <= 1"):
+        curriculum_sigma_sm_init(10, 1.5, l_sm=0.05, lr=1e-3)
+
+
+def test_history_balance_first_epoch_and_its_last_step():
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_term_sm": [3.0, 1.2, 1.0, 0.4],
+                            "train_term_ce": [1.0, 1.1, 1.0, 1.0]})
+    assert history_balance(history, 14) == (3, 42)  # equal terms count as balanced
+    history["train_term_sm"] = 2.0
+    assert history_balance(history, 14) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -86,6 +87,32 @@ def test_step_is_eq11_of_its_parts():
     assert all(s.raw.grad is not None for s in (gg.sigma_sm, gg.sigma_ce, gg.alpha))
 
 
+def test_fixed_schedule_is_ce_plus_weight_times_sm():
+    gg = method(GGCAMConfig(schedule="fixed", fixed_weight=2.5, alpha_init=1.5))
+    batch = batch_of(GazeBlobs(6, seed=0))
+    out = gg.step(batch)
+    logits, omega = gg.model(batch["img"])
+    labels, psi = batch["lab"], batch["hmap"][:, 0]
+    ce = F.cross_entropy(logits, labels).item()
+    sm = ((torch.sigmoid(1.5 * omega[torch.arange(6), labels]) - psi) ** 2).mean().item()
+    losses = {k: v.item() for k, v in out.losses.items()}
+    assert losses == pytest.approx({"loss": ce + 2.5 * sm, "ce": ce, "sm": sm, "term_sm": 2.5 * sm, "term_ce": ce},
+                                   rel=1e-6)
+    # no sigmas: no ln(sigma + 1) terms, nothing to log or train but alpha
+    assert gg.sigma_sm is None and gg.sigma_ce is None and gg.scalars() == pytest.approx({"alpha": 1.5})
+    assert not any("sigma" in k for k in gg.state_dict())
+    out.losses["loss"].backward()
+    assert gg.alpha.raw.grad is not None and gg.alpha.raw.grad.item() != 0
+    _, scalar_group = gg.param_groups(1e-3)
+    assert [id(p) for p in scalar_group["params"]] == [id(gg.alpha.raw)]
+    # the public code's loss has no alpha either: one group, the network's
+    public = method(GGCAMConfig.public_code("resnet"))
+    public_fixed = method(dataclasses.replace(public.config, schedule="fixed"))
+    assert len(public_fixed.param_groups(1e-3)) == 1 and public_fixed.scalars() == {}
+    zero = method(GGCAMConfig(schedule="fixed", fixed_weight=0.0)).step(batch).losses
+    assert zero["loss"].item() == pytest.approx(zero["ce"].item())
+
+
 def test_public_code_variant_uses_class_zero_raw_and_no_alpha():
     gg = method(GGCAMConfig.public_code("resnet50"))
     batch = batch_of(GazeBlobs(6, seed=0))
@@ -115,6 +142,11 @@ def test_configs():
         GGCAMConfig(variant="authors")
     with pytest.raises(ValueError, match="sigma_sm_init"):
         GGCAMConfig(sigma_sm_init=0.0)
+    assert (default.schedule, default.fixed_weight) == ("eq11", 1.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        GGCAMConfig(schedule="budget")
+    with pytest.raises(ValueError, match="fixed_weight"):
+        GGCAMConfig(schedule="fixed", fixed_weight=-1.0)
 
 
 @pytest.mark.parametrize("scalar_lr", [None, 0.02])
@@ -177,6 +209,19 @@ def test_trainer_logs_the_curriculum(tmp_path):
     assert 0.01 < h.sigma_sm.iloc[0] < h.sigma_sm.iloc[1] <= 0.061
     assert h.train_term_sm.iloc[1] < h.train_term_sm.iloc[0]
     assert h.alpha.iloc[-1] != 1.0
+
+
+def test_trainer_logs_the_fixed_schedule(tmp_path):
+    datasets = {"train": GazeBlobs(12, seed=1), "val": GazeBlobs(6, seed=2)}
+    loaders = make_loaders(datasets, batch_size=4, seed=0)
+    gg = method(GGCAMConfig(schedule="fixed", fixed_weight=3.0))
+    h = Trainer(TrainConfig(epochs=2, batch_size=4, progress=False), device="cpu").fit(
+        gg, loaders["train"], loaders["val"], tmp_path, seed=0
+    ).history
+    assert {"train_term_sm", "train_term_ce", "val_term_sm", "alpha", "lr_scalars"} <= set(h.columns)
+    assert not {"sigma_sm", "sigma_ce"} & set(h.columns)
+    assert h.train_term_sm.to_numpy() == pytest.approx(3.0 * h.train_sm.to_numpy())
+    assert h.train_loss.to_numpy() == pytest.approx(h.train_ce.to_numpy() + 3.0 * h.train_sm.to_numpy())
 
 
 def last_model_step(gg: GGCAM, steps: int, lr: float) -> float:

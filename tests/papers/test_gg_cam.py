@@ -1,8 +1,10 @@
-"""GG-CAM's study: typed settings, arms, Table 1 as used, curriculum, the ANOVA of every report metric (AUCs,
-Eq. 12 per class and rule) against scipy, the verdict and claims, cue following."""
+"""GG-CAM's study: typed settings, arms (the balance schedules of issue 24 included), Table 1 as used, curriculum
+predicted and measured, the ANOVA of every report metric (AUCs, Eq. 12 per class and rule) against scipy, the
+verdict and claims, cue following."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,21 @@ from attnlib.core.settings import SettingsError, from_mapping
 from attnlib.engine.runstore import RunResult, RunSpec, RunStore
 from attnlib.engine.study import ArmRun, StudyContext
 from attnlib.evaluation.stats import SMOKE_CAVEAT
+from attnlib.losses.gg_cam import balance_step, curriculum_sigma_sm_init, simulate_scalar_adam
 from attnlib.papers import gg_cam
 from attnlib.papers.gg_cam import GGCAMSettings, GGCAMStudy
 
 PUBLIC = "resnet+gg-cam (public code)"
+FIXED = "resnet+gg-cam (fixed weights)"
+BUDGET = "resnet+gg-cam (budget curriculum)"
 PROFILES = Path(gg_cam.__file__).parents[1] / "core" / "profiles"
+
+
+@pytest.fixture
+def steps(monkeypatch):
+    """Every run's budget set to 112 steps (the quick profile: 8 epochs x ceil(210 / 16)), without the data."""
+    monkeypatch.setattr(GGCAMStudy, "total_steps", lambda self, arm, scenario: 112)
+    return 112
 
 
 def _study(tmp_path, profile="smoke", **options) -> GGCAMStudy:
@@ -44,9 +56,10 @@ def _recorded(tmp_path, table: dict[str, dict[str, list[float]]], networks=None)
     return study
 
 
-def test_every_profile_loads_and_table1_in_the_paper_profile(tmp_path):
+def test_every_profile_loads_and_table1_in_the_paper_profile(tmp_path, steps):
     for name in available_profiles():
-        assert isinstance(load_settings(GGCAMSettings, name, "gg_cam"), GGCAMSettings)
+        settings = load_settings(GGCAMSettings, name, "gg_cam")
+        assert (settings.fixed_weight, settings.curriculum_fraction) == (1.0, 0.5) and settings.curriculum_l_sm > 0
     table = _study(tmp_path, "paper", networks=list(gg_cam.ARMS)).hyperparameters()
     assert table.loc["resnet", ["backbone", "lr", "plateau patience"]].tolist() == ["resnet50", 1e-4, 50]
     assert table.loc["effnet", ["backbone", "lr", "plateau patience"]].tolist() == ["efficientnet_v2_s", 1e-3, 25]
@@ -63,6 +76,11 @@ def test_a_misspelt_or_missing_or_mistyped_key_names_the_file_and_key():
     recipe = {k: v for k, v in section["public_code"].items() if k != "resample"}
     with pytest.raises(SettingsError, match=r"gg_cam.public_code: missing key\(s\) \['resample'\]"):
         from_mapping(GGCAMSettings, {**section, "public_code": recipe}, "smoke.yaml: gg_cam")
+    with pytest.raises(SettingsError, match=r"gg_cam: missing key\(s\) \['curriculum_fraction'\]"):
+        without = {k: v for k, v in section.items() if k != "curriculum_fraction"}
+        from_mapping(GGCAMSettings, without, "smoke.yaml: gg_cam")
+    with pytest.raises(SettingsError, match="0 < curriculum_fraction <= 1"):
+        from_mapping(GGCAMSettings, {**section, "curriculum_fraction": 0.0}, "smoke.yaml: gg_cam")
     with pytest.raises(SettingsError, match=r"gg_cam.epochs: expected an integer, got 'two'"):
         from_mapping(GGCAMSettings, {**section, "epochs": "two"}, "smoke.yaml: gg_cam")
     with pytest.raises(SettingsError, match=r"resample: 'nearest' is not one of \['area', 'public_corner'\]"):
@@ -123,10 +141,67 @@ def test_public_arm_trains_on_the_public_gaze_maps_and_is_scored_on_the_paper_ma
 
 def test_curriculum_cross_epoch():
     history = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_term_sm": [10.0, 5.0, 1.0, 0.5],
-                            "train_term_ce": [1.0, 1.0, 1.0, 1.0]})
-    assert gg_cam.curriculum(history) == {"cross_epoch": 3, "gaze_dominated_epochs": 2, "epochs": 4}
+                            "train_term_ce": [1.0, 1.0, 1.0, 1.0], "train_sm": [0.3, 0.2, 0.1, 0.05]})
+    assert gg_cam.curriculum(history, 14) == {"cross_epoch": 3, "cross_step": 42, "gaze_dominated_epochs": 2,
+                                              "epochs": 4, "l_sm": pytest.approx(0.2)}  # mean of 0.3, 0.2, 0.1
     history["train_term_sm"] = 1e9
-    assert gg_cam.curriculum(history)["cross_epoch"] is None
+    never = gg_cam.curriculum(history, 14)
+    assert never["cross_epoch"] is None and never["cross_step"] is None and never["l_sm"] == pytest.approx(0.1625)
+
+
+def test_total_steps_count_the_last_smaller_batch(tmp_path):
+    settings = load_settings(GGCAMSettings, "quick", "gg_cam")  # 8 epochs, batch 16
+    arm = gg_cam.Arm.parse(BUDGET, settings)
+    assert gg_cam.total_steps(arm, settings, 210) == 8 * 14
+    assert gg_cam.total_steps(arm, settings, 208) == 8 * 13
+    public = gg_cam.Arm.parse(PUBLIC, load_settings(GGCAMSettings, "paper", "gg_cam"))
+    assert gg_cam.total_steps(public, load_settings(GGCAMSettings, "paper", "gg_cam"), 758) == 1024 * 190
+
+
+def test_the_three_balance_schedules():
+    settings = load_settings(GGCAMSettings, "quick", "gg_cam")  # lr 1e-3 for every arm, sigmas at that rate
+    table1, fixed, budget = (gg_cam.Arm.parse(n, settings) for n in ("resnet+gg-cam", FIXED, BUDGET))
+    assert (table1.schedule, fixed.schedule, budget.schedule) == ("table1", "fixed", "budget")
+    assert (fixed.gaze, fixed.eq11, budget.eq11, table1.eq11, fixed.backbone) == (True, False, True, True, "resnet18")
+    config = gg_cam.method_config(fixed, settings)
+    assert (config.schedule, config.fixed_weight, config.variant) == ("fixed", 1.0, "paper")
+    assert gg_cam.method_config(table1, settings, 112).sigma_sm_init == 2.0e-9  # Table 1's init, whatever the budget
+    with pytest.raises(ValueError, match="needs the run's total_steps"):
+        gg_cam.method_config(budget, settings)
+    config = gg_cam.method_config(budget, settings, 112)
+    l_sm = settings.curriculum_l_sm
+    expected = curriculum_sigma_sm_init(112, 0.5, l_sm=l_sm, lr=1e-3, parameterisation="log", l_ce=math.log(3),
+                                        s_ce_init=1.0, train_s_ce=True)
+    assert (config.schedule, config.sigma_ce_init) == ("eq11", 1.0) and config.sigma_sm_init == expected
+    # the scalar simulation of that init (both sigmas trained, L_ce = ln 3) balances at step 56 of 112
+    frame = simulate_scalar_adam(l_sm, expected, lr=1e-3, steps=112, l_ce=math.log(3), train_s_ce=True)
+    assert balance_step(frame) == gg_cam.predicted_balance(budget, settings, 112) == 56
+    # Table 1's 2e-9 needs log sigma_sm to grow by ~18 at no more than ~lr = 1e-3 per step: no balance in the run
+    assert gg_cam.predicted_balance(table1, settings, 112) is None
+    with pytest.raises(ValueError, match="no Eq. 11 balance"):
+        gg_cam.predicted_balance(fixed, settings, 112)
+    assert isinstance(gg_cam.build_method(fixed, settings, 3, start=False), gg_cam.GGCAM)
+
+
+def test_new_arms_are_compared_with_resnet_and_described(tmp_path, steps):
+    study = _study(tmp_path, "quick", networks=list(gg_cam.ARMS), scenarios=["default"])
+    assert [str(c) for c in study.comparisons()] == [
+        "resnet+gg-cam vs resnet", "effnet+gg-cam vs effnet", f"{PUBLIC} vs resnet", f"{FIXED} vs resnet",
+        f"{BUDGET} vs resnet",
+    ]
+    claims = [spec.claim for spec in study.claim_specs()]
+    assert "gaze supervision with a fixed weight instead of Eq. 11 raises the test AUC of resnet" in claims
+    assert ("gaze supervision with Eq. 11's curriculum fitted to the run puts resnet's CAM peak in the heart more "
+            "often") in claims
+    table = study.hyperparameters()
+    assert table.loc[FIXED, "balance"] == "fixed: L_ce + 1 L_sm"
+    assert np.isnan(table.loc[FIXED, "sigma_sm init"]) and table.loc[FIXED, "scalar lr"] == 1e-3
+    assert table.loc[BUDGET, "balance"] == (
+        f"Eq. 11, sigma_sm init balancing at 0.5 of 112 steps (L_sm = {study.settings.curriculum_l_sm:g})")
+    budget = gg_cam.method_config(study.arm(BUDGET), study.settings, 112)
+    assert table.loc[BUDGET, "sigma_sm init"] == budget.sigma_sm_init
+    assert table.loc["resnet+gg-cam", "balance"] == "Eq. 11 from Table 1's sigma inits"
+    assert table.loc["resnet", "balance"] == ""
 
 
 def test_anova_matches_scipy_and_verdict_and_claims_follow_it(tmp_path):
@@ -177,16 +252,31 @@ def test_real_data_has_no_cue_scenario(tmp_path):
     assert _study(tmp_path, data_root=tmp_path, scenarios=["default", "cue"]).scenarios() == ["default"]
 
 
-def test_curricula_of_the_gaze_runs_and_their_summary(tmp_path):
-    study = _study(tmp_path, networks=["resnet", "resnet+gg-cam"])
+def test_curricula_of_the_gaze_runs_and_their_summary(tmp_path, steps):
+    study = _study(tmp_path, "quick", networks=["resnet", "resnet+gg-cam", FIXED, BUDGET], scenarios=["default"])
     for seed, (sm, cross) in enumerate(((1e9, None), ([10.0, 0.5] * 4, 2), (1e9, None))):
-        history = pd.DataFrame({"epoch": range(1, 9), "train_term_sm": sm, "train_term_ce": 1.0})
+        history = pd.DataFrame({"epoch": range(1, 9), "train_term_sm": sm, "train_term_ce": 1.0, "train_sm": 0.2})
         study.record(_run("resnet+gg-cam", seed, {"auc": 0.5}, history=history))
-        assert study.curricula()["cross_epoch"].iloc[-1] == cross or (cross is None and pd.isna(study.curricula()["cross_epoch"].iloc[-1]))
+        last = study.curricula().iloc[-1]
+        assert last["cross_epoch"] == cross or (cross is None and pd.isna(last["cross_epoch"]))
     study.record(_run("resnet", 0, {"auc": 0.5}))
-    assert len(study.curricula()) == 3  # the plain network has no curriculum
-    assert study.curriculum_summary() == ("resnet+gg-cam (default): the gaze term dominated 4-8 of 8 epochs; "
-                                          "the terms crossed in 1 of 3 runs (epochs [2]).")
+    history = pd.DataFrame({"epoch": range(1, 9), "train_term_sm": [3.0, 2.0, 1.5, 1.2, 0.9, 0.8, 0.7, 0.6],
+                            "train_term_ce": 1.0, "train_sm": [0.2, 0.1, 0.1, 0.1, 0.1, 0.0, 0.0, 0.0]})
+    study.record(_run(BUDGET, 0, {"auc": 0.5}, history=history))
+    study.record(_run(FIXED, 0, {"auc": 0.5}, history=history))
+    table = study.curricula()
+    assert len(table) == 4  # the plain network and the fixed weights have no Eq. 11 curriculum
+    budget = table[table["arm"] == BUDGET].iloc[0]
+    # predicted: half of the 112 steps; measured: epoch 5 of 14 steps each, by step 70; L_sm over epochs 1-5
+    assert (budget["total_steps"], budget["predicted_step"], budget["cross_epoch"], budget["cross_step"]) == (
+        112, 56, 5, 70)
+    assert budget["l_sm"] == pytest.approx(0.12)
+    assert table[table["arm"] == "resnet+gg-cam"]["predicted_step"].isna().all()  # Table 1's init: not in 112 steps
+    assert study.curriculum_summary() == (
+        "resnet+gg-cam (default): the gaze term dominated 4-8 of 8 epochs; the terms crossed in 1 of 3 runs "
+        "(epochs [2], by steps [28]); predicted not within the run's 112 steps.\n"
+        f"{BUDGET} (default): the gaze term dominated 4 of 8 epochs; the terms crossed in 1 of 1 runs "
+        "(epochs [5], by steps [70]); predicted at step 56 of 112.")
 
 
 def _per_class(tmp_path) -> GGCAMStudy:
