@@ -1,5 +1,6 @@
 """Statistics over runs for all papers: one-way ANOVA (plain and Welch), Tukey HSD, t-tests (two-sample,
-paired), median ± std.
+paired), median ± std, and for a benchmark grid: paired effects per cell with bootstrap intervals and Holm's
+correction across cells.
 
 Every function takes a long frame (one row per run, e.g. ``RunStore.results(study)``), the name of
 a metric column and of a group column (names with dots or spaces, like ``metrics.best.auc`` or
@@ -10,6 +11,7 @@ The tests need at least two groups with at least two values each; otherwise they
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +21,7 @@ import statsmodels.formula.api as smf
 from scipy import stats as scipy_stats
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.oneway import anova_oneway
 
 log = logging.getLogger(__name__)
@@ -267,3 +270,80 @@ def outcome_words(test: Mapping[str, Any], alpha: float, higher: bool, name: str
 def describe_change(test: Mapping[str, Any], label: str, alpha: float, higher: bool, name: str = "p") -> str:
     """``"<label> <mean_b> -> <mean_a> (<significance>, <name> = <p>)"`` for a two-group test result."""
     return f"{label} {test['mean_b']:.3f} -> {test['mean_a']:.3f} ({outcome_words(test, alpha, higher, name)})"
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (``multipletests(method="holm")``) of one family of tests.
+
+    NaN entries (no test) stay NaN and do not count in the family's size.
+    """
+    p = np.asarray(p_values, dtype=float).ravel()
+    adjusted = np.full(p.shape, np.nan)
+    tested = np.isfinite(p)
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
+    return adjusted
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``, ``method="percentile"``,
+    resampling drawn by ``numpy.random.default_rng(seed)``).
+
+    NaN values are dropped; (NaN, NaN) with fewer than 2 values or when they are all the same (to round-off),
+    where every resample has the same mean and the interval says nothing.
+    """
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())):
+        return math.nan, math.nan
+    result = scipy_stats.bootstrap(
+        (x,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+EFFECT_COLUMNS = ("n", "mean_reference", "mean_arm", "effect", "ci_low", "ci_high", "t", "p", "p_holm")
+
+
+def paired_effects(
+    frame: pd.DataFrame, *, value: str, arm: str, reference: str, pair: str, cells: Sequence[str]
+) -> pd.DataFrame:
+    """Each arm against ``reference`` in every cell of a grid, paired on ``pair`` (e.g. the seed).
+
+    A cell is one combination of the ``cells`` columns (e.g. dataset and regime). For each cell and each arm other
+    than ``reference`` present in it, over the pairs with both values: ``n`` (pairs), ``mean_reference``,
+    ``mean_arm``, ``effect`` (the mean paired difference, arm - reference), ``ci_low`` / ``ci_high``
+    (:func:`bootstrap_ci` of the differences), ``t`` and ``p`` (two-sided :func:`paired_t_test`, t > 0 when the
+    arm is higher; NaN with fewer than 2 pairs or constant differences) and ``p_holm``: :func:`holm` over every
+    row of the result (one family: the whole grid). One row per (cell, arm): the ``cells`` columns, ``arm``
+    (the column of that name), then :data:`EFFECT_COLUMNS`.
+    """
+    missing = [c for c in (value, arm, pair, *cells) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"frame lacks columns {missing}")
+    rows = []
+    for key, part in frame.groupby(list(cells), sort=True, dropna=False):
+        wide = part.pivot_table(index=pair, columns=arm, values=value, aggfunc="first")
+        if reference not in wide.columns:
+            log.info("cell %s has no %r runs: no effects", key, reference)
+            continue
+        for name in (c for c in wide.columns if c != reference):
+            both = wide[[name, reference]].dropna().astype(float)
+            differences = (both[name] - both[reference]).to_numpy()
+            test = (paired_t_test(part, value, arm, name, reference, pair=pair) if len(both) >= 2
+                    else {"t": math.nan, "p": math.nan})
+            rows.append({
+                **dict(zip(cells, key, strict=True)),
+                arm: name, "n": len(both),
+                "mean_reference": float(both[reference].mean()) if len(both) else math.nan,
+                "mean_arm": float(both[name].mean()) if len(both) else math.nan,
+                "effect": float(differences.mean()) if len(both) else math.nan,
+                **dict(zip(("ci_low", "ci_high"), bootstrap_ci(differences), strict=True)),
+                "t": test["t"], "p": test["p"],
+            })
+    effects = pd.DataFrame(rows, columns=[*cells, arm, *EFFECT_COLUMNS[:-1]])
+    effects["p_holm"] = holm(effects["p"].to_numpy(float))
+    return effects

@@ -291,3 +291,49 @@ def tradeoff(frame: pd.DataFrame, x: str, y: str, by: str, *, title: str) -> Fig
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def effect_grid(effects: pd.DataFrame, *, rows: str, columns: str, title: str, alpha: float = 0.05) -> Figure:
+    """Heat map of ``effect`` (one row per cell of ``effects``, e.g. ``paired_effects``' frame) with ``rows`` down
+    and ``columns`` across, in order of first appearance; a diverging colour scale centred at 0 with symmetric
+    limits. Each cell reads the effect and ``*`` when ``p_holm < alpha``; a missing cell (or a NaN effect) reads
+    ``n/a``. Two rows of ``effects`` for one cell are an error."""
+    duplicated = effects.duplicated([rows, columns])
+    if duplicated.any():
+        raise ValueError(f"effects has several rows for ({rows}, {columns}) = "
+                         f"{effects.loc[duplicated, [rows, columns]].drop_duplicates().values.tolist()}")
+    row_names, column_names = list(dict.fromkeys(effects[rows])), list(dict.fromkeys(effects[columns]))
+    indexed = effects.set_index([rows, columns])
+    grid = indexed["effect"].unstack(columns).reindex(index=row_names, columns=column_names).to_numpy(float)
+    p_holm = indexed["p_holm"].unstack(columns).reindex(index=row_names, columns=column_names).to_numpy(float)
+    finite = np.abs(grid[np.isfinite(grid)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(1.1 * len(column_names) + 2.4, 0.5 * len(row_names) + 1.6))
+    shown = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    for r in range(len(row_names)):
+        for c in range(len(column_names)):
+            text = "n/a" if not np.isfinite(grid[r, c]) else f"{grid[r, c]:+.3f}{'*' if p_holm[r, c] < alpha else ''}"
+            ax.text(c, r, text, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(column_names)), [str(n) for n in column_names], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(row_names)), [str(n) for n in row_names], fontsize=8)
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
+    fig.colorbar(shown, ax=ax, label="effect")
+    ax.set_title(f"{title}\n(* p_holm < {alpha:g})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_alignment(frame: pd.DataFrame, *, x: str, y: str, by: str, title: str) -> Figure:
+    """One point per row of ``frame`` (``y`` against ``x``; rows missing either are left out), coloured by ``by``,
+    with a legend."""
+    kept = frame.dropna(subset=[x, y])
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for k, (name, part) in enumerate(kept.groupby(by, sort=False)):
+        ax.scatter(part[x], part[y], s=18, color=f"C{k % 10}", label=str(name), alpha=0.8)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=10)
+    ax.legend(title=by, fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -10,11 +10,16 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from statsmodels.stats.multitest import multipletests
+
 from attnlib.evaluation.stats import (
     SMOKE_CAVEAT,
+    bootstrap_ci,
     describe_change,
+    holm,
     median_std,
     one_way_anova,
+    paired_effects,
     paired_t_test,
     t_test,
     tukey_hsd,
@@ -209,3 +214,81 @@ def test_paired_t_test_of_constant_differences_is_nan_without_a_warning():
         result = paired_t_test(frame, "x", "g", "a", "b", "seed")
     assert np.isnan(result["t"]) and np.isnan(result["p"]) and result["n"] == 3
     assert result["mean_a"] == pytest.approx(0.6) and result["mean_b"] == pytest.approx(0.5)
+
+
+def test_holm_matches_statsmodels_and_a_hand_computed_example():
+    p = np.array([0.001, 0.2, 0.013, 0.04, 0.5, 0.011])
+    np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1 = 0.03, 0.06, 0.04; running maximum: 0.03, 0.06, 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    adjusted = holm([0.01, np.nan, 0.04, 0.03])
+    assert np.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2, 3]], [0.03, 0.06, 0.06])  # a family of 3, not 4
+    assert np.isnan(holm([np.nan, np.nan])).all()
+
+
+def test_bootstrap_ci_is_the_percentile_interval_of_resampled_means():
+    values = np.array([0.12, -0.05, 0.31, 0.08, 0.22, 0.02])
+    rng = np.random.default_rng(7)
+    means = values[rng.integers(0, len(values), (999, len(values)))].mean(axis=1)
+    expected = np.percentile(means, [5, 95])  # 90 % interval
+    np.testing.assert_allclose(bootstrap_ci(values, confidence=0.9, n_resamples=999, seed=7), expected)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high
+
+
+@pytest.mark.parametrize("values", [[0.3], [], [0.2, 0.2, 0.2]])
+def test_bootstrap_ci_is_nan_without_spread(values):
+    assert all(math.isnan(v) for v in bootstrap_ci(values))
+
+
+def _grid() -> pd.DataFrame:
+    """Two cells (dataset x regime), a baseline and two arms over 5 seeds; rrr lacks seed 4 in cell (a, few),
+    gg has a single seed in cell (b, many) and a constant shift in cell (a, few)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for dataset, regime in (("a", "few"), ("b", "many")):
+        base = rng.uniform(0.6, 0.8, 5)
+        for seed in range(5):
+            rows.append((dataset, regime, "baseline", seed, base[seed]))
+            if not (dataset == "a" and seed == 4):
+                rows.append((dataset, regime, "rrr", seed, base[seed] + rng.normal(0.03, 0.02)))
+            if dataset == "a":
+                rows.append((dataset, regime, "gg", seed, base[seed] + 0.05))
+            elif seed == 0:
+                rows.append((dataset, regime, "gg", seed, base[seed] + 0.1))
+    return pd.DataFrame(rows, columns=["dataset", "regime", "config.arm", "seed", "acc"])
+
+
+def test_paired_effects_match_scipy_and_statsmodels():
+    frame = _grid()
+    effects = paired_effects(frame, value="acc", arm="config.arm", reference="baseline", pair="seed",
+                             cells=["dataset", "regime"])
+    assert list(effects.columns[:3]) == ["dataset", "regime", "config.arm"]
+    assert len(effects) == 4
+    for _, row in effects.iterrows():
+        part = frame[frame["dataset"] == row["dataset"]]
+        wide = part.pivot(index="seed", columns="config.arm", values="acc")[[row["config.arm"], "baseline"]].dropna()
+        differences = wide[row["config.arm"]] - wide["baseline"]
+        assert row["n"] == len(wide)
+        assert row["effect"] == pytest.approx(differences.mean())
+        assert row["mean_arm"] == pytest.approx(wide[row["config.arm"]].mean())
+        assert row["mean_reference"] == pytest.approx(wide["baseline"].mean())
+        if row["config.arm"] == "rrr":
+            expected = scipy_stats.ttest_rel(wide["rrr"], wide["baseline"])
+            assert (row["t"], row["p"]) == pytest.approx((expected.statistic, expected.pvalue))
+            interval = scipy_stats.bootstrap((differences.to_numpy(),), np.mean, method="percentile",
+                                             rng=np.random.default_rng(0)).confidence_interval
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((interval.low, interval.high))
+    by = effects.set_index(["dataset", "config.arm"])
+    assert by.loc[("a", "rrr"), "n"] == 4
+    assert by.loc[("a", "gg"), "effect"] == pytest.approx(0.05)
+    assert np.isnan(by.loc[("a", "gg"), "p"])  # constant differences: no test
+    assert by.loc[("b", "gg"), "n"] == 1 and np.isnan(by.loc[("b", "gg"), "p"])  # one pair: no test
+    assert np.isnan(by.loc[("b", "gg"), ["ci_low", "ci_high", "p_holm"]].to_numpy(float)).all()
+    tested = effects["p"].notna()
+    assert tested.sum() == 2
+    np.testing.assert_allclose(effects.loc[tested, "p_holm"], multipletests(effects.loc[tested, "p"], method="holm")[1])
