@@ -13,7 +13,7 @@ import torch
 from attnlib.data.arrays import ArrayDataset
 from attnlib.data.maps.edited_maps import EditedMap, EditedMapDataset, Provenance
 from attnlib.losses.abn import abn_loss, fine_tuning_loss, map_distance
-from attnlib.methods.abn import ABNClassifier, ABNFineTune, select_samples
+from attnlib.methods.abn import ABNClassifier, ABNFineTune, ABNStaged, select_samples
 from attnlib.models.abn import ABNOutput
 from attnlib.models.registry import create_model
 
@@ -155,3 +155,23 @@ def test_simulated_maps_are_identified_by_what_made_them_not_by_float_noise():
         assert fingerprint(noisy, other) != fingerprint(noisy)
     painted = Provenance("editor", (2, 2), model_key="abc123")  # a person's map: its values are the input
     assert fingerprint(noisy, painted) != fingerprint(np.eye(2, dtype=np.float32), painted)
+
+
+def test_staged_abn_switches_to_map_fine_tuning_with_frozen_features() -> None:
+    torch.manual_seed(0)
+    method = ABNStaged(create_model("slim_resnet10", 3, in_chans=1, pretrained=False, head="abn"), 2.0, 3)
+    batch = {"img": torch.rand(4, 1, 32, 32), "lab": torch.tensor([0, 1, 2, 0]),
+             "map": torch.zeros(4, 1, 32, 32), "has_map": torch.tensor([True, True, True, False])}
+    batch["map"][:, :, :16, :16] = 0.5  # top-left quarter: area-resampled to 8 x 8 and scaled to max 1
+    method.eval()
+    method.on_epoch_start(2)
+    assert set(method.step(batch).losses) == {"loss"}  # stage 1: L_abn only
+    method.on_epoch_start(3)
+    assert all(not p.requires_grad for p in method.model.features.parameters())
+    out = method.model(batch["img"])
+    edited = torch.zeros(4, 1, 8, 8)
+    edited[:, :, :4, :4] = 1.0
+    expected = map_distance(out.predicted_map, edited)[:3].mean()
+    losses = method.step(batch).losses
+    assert torch.allclose(losses["map_distance"], expected)
+    assert torch.allclose(losses["loss"], abn_loss(out, batch["lab"]) + 2.0 * expected)
