@@ -220,7 +220,7 @@ class AttentionBenchmark(Study[BenchmarkSettings]):
     def run_arm(self, arm: str, seed: int, scenario: str = "default") -> ArmRun:
         source, regime_name = scenario.split("/", 1)
         regime = self.settings.regime(regime_name)
-        if not ARMS[arm]:  # map-free arms see the same data whatever the maps' quality: one run serves all
+        if not ARMS[arm]:  # map-free arms get clean maps whatever the regime's: the same data, the same numbers
             regime = replace(regime, maps="clean")
         result = execute(self.context.store, self.training_run(arm, source, regime, seed), self.context.device)
         values = {c: {k: float(v) for k, v in result.metrics[c].items()
