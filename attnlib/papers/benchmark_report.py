@@ -9,21 +9,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from attnlib import UsageError
 from attnlib.data.benchmark.sources import HUMAN_MAPS
+from attnlib.engine.study import StudyContext
 from attnlib.evaluation.stats import paired_effects, with_profile_caveat
 from attnlib.losses.gg_cam import history_balance
-from attnlib.papers.benchmark import ARMS, BASELINE, AttentionBenchmark
+from attnlib.papers.benchmark import ARMS, BASELINE, AttentionBenchmark, BenchmarkSettings
 from attnlib.reporting import plots
 
 
 class BenchmarkStudy(AttentionBenchmark):
     """:class:`~attnlib.papers.benchmark.AttentionBenchmark` with its report: effects with Holm correction and
-    bootstrap intervals, the positive and negative controls, the computed findings, tables and figures."""
+    bootstrap intervals, the positive and negative controls, the computed findings, tables and figures.
+
+    ``data_root`` (the notebooks' shared parameter) must stay None: the regimes need the evidence region and a
+    human map of every image, which only the synthetic sources give; real data goes through the paper notebooks.
+    """
+
+    def __init__(self, context: StudyContext, settings: BenchmarkSettings | None = None,
+                 data_root: str | Path | None = None) -> None:
+        if data_root is not None:
+            raise UsageError(
+                f"data_root={str(data_root)!r}: the benchmark runs on its synthetic sources only (its regimes need "
+                "the evidence region and a human map of every image); run the paper notebooks on real data"
+            )
+        super().__init__(context, settings)
 
     def tidy(self, checkpoint: str) -> pd.DataFrame:
         """One row per (source, regime, arm, seed): the primary metric as ``score`` beside every metric."""
@@ -125,6 +141,21 @@ class BenchmarkStudy(AttentionBenchmark):
                          "measured epoch": measured[0] if measured else None,
                          "measured step": measured[1] if measured else None, "steps": options["steps"]})
         return pd.DataFrame(rows)
+
+    def epoch_times(self) -> pd.DataFrame:
+        """Seconds per training epoch of each arm (its compute time, validation pass included, median over epochs
+        and runs) and its ratio to the baseline's on the same source: the methods' cost on the machine that ran
+        them (the histories' ``compute_seconds``)."""
+        rows = [{"source": run.scenario.split("/", 1)[0], "arm": run.arm,
+                 "seconds": float(result.history["compute_seconds"].median())}
+                for run in self.runs for result in run.runs if "compute_seconds" in result.history]
+        if not rows:
+            return pd.DataFrame(columns=["source", "arm", "seconds per epoch", "x baseline"])
+        table = pd.DataFrame(rows).groupby(["source", "arm"], sort=False)["seconds"].median()
+        table = table.rename("seconds per epoch").reset_index()
+        baseline = table[table["arm"] == BASELINE].set_index("source")["seconds per epoch"]
+        table["x baseline"] = table["seconds per epoch"] / table["source"].map(baseline)
+        return table
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {}

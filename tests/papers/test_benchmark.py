@@ -11,6 +11,7 @@ from scipy.stats import ttest_rel
 from statsmodels.stats.multitest import multipletests
 
 import attnlib.models  # noqa: F401  (registers the backbones and heads)
+from attnlib import UsageError
 from attnlib.core.profiles import available_profiles, load_settings
 from attnlib.core.settings import SettingsError
 from attnlib.engine.study import ArmRun, StudyContext
@@ -60,6 +61,12 @@ def test_every_arm_trains_and_map_free_arms_see_the_same_data_whatever_the_maps(
         assert other.runs[0].spec.key != values[arm].runs[0].spec.key  # the regime's name is in the data identity
         if not uses_maps:  # the same images, split and seed: the same (deterministic) numbers
             assert other.values == values[arm].values, arm
+    report = BenchmarkStudy(study.context, study.settings)
+    for run in values.values():
+        report.record(run)
+    times = report.epoch_times().set_index("arm")
+    assert set(times.index) == set(ARMS) and times.loc[BASELINE, "x baseline"] == 1.0
+    assert (times["seconds per epoch"] > 0).all()
     gg_cam = values["gg-cam (budget curriculum)"].runs[0]
     assert gg_cam.spec.config["options"]["steps"] == 2 * 2  # 2 epochs of ceil(12 / 8) steps
 
@@ -122,3 +129,8 @@ def test_regimes_table_lists_every_knob(home):
     table = regimes_table(_study(home))
     assert list(table.index) == ["reference", "decoy", "decoy_misplaced"]
     assert table.loc["decoy_misplaced", "maps"] == "misplaced" and table.loc["decoy", "cue"] == 1.0
+
+
+def test_real_data_is_refused_with_the_reason(home):
+    with pytest.raises(UsageError, match="synthetic sources only"):
+        BenchmarkStudy.create("smoke", home / "store", data_root="/data/cub")
