@@ -121,9 +121,42 @@ class BenchmarkStudy(AttentionBenchmark):
             )
             flagged = negative[(negative["source"] == source) & negative["gain without human attention"]]
             if len(flagged):
-                lines.append(f"  Negative control: misplaced maps helped in {_cells(flagged)}: those gains are not "
+                lines.append(f"Negative control: misplaced maps helped in {_cells(flagged)}: those gains are not "
                              "from human attention.")
+            lines.extend(self._caveats(source, part, negative[negative["source"] == source], bool(row["passes"]),
+                                       checkpoint, alpha))
         return with_profile_caveat("\n\n".join(lines), self.profile)
+
+    def _caveats(self, source: str, effects: pd.DataFrame, negative: pd.DataFrame, passes: bool, checkpoint: str,
+                 alpha: float) -> list[str]:
+        """Two readings of one source's cells: gains under the decoy that the same arm does not show with misplaced
+        maps (with a failing positive control: evidence that the data and budget can reveal a gain, provisional),
+        and map-using arms whose decoy and misplaced-map results are identical (the maps never changed the
+        selected network, e.g. ABN's best epoch before its fine-tuning phase)."""
+        decoy = effects[effects["regime"] == self.settings.decoy].set_index("arm")
+        misplaced = negative.set_index("arm")
+        lines: list[str] = []
+        helped = decoy[(decoy["p_holm"] < alpha) & (decoy["effect"] > 0)]
+        specific = [arm for arm in helped.index if arm in misplaced.index
+                    and not misplaced.loc[arm, "gain without human attention"]]
+        if specific and not passes:
+            lines.append(f"Under the decoy, {', '.join(specific)} gained significantly (Holm) while misplaced maps did "
+                         "not help the same arms: the data and budget can reveal a gain from human maps here, but the "
+                         "benchmark's own positive control did not pass, so these gains stay provisional.")
+        tidy = self.tidy(checkpoint)
+        tidy = tidy[tidy["source"] == source]
+        metrics = [m for m in (*self.metrics, "evidence_area") if m in tidy.columns]
+
+        def values(arm: str, regime: str) -> np.ndarray:
+            rows = tidy[(tidy["arm"] == arm) & (tidy["regime"] == regime)].sort_values("seed")
+            return rows[metrics].to_numpy(dtype=float)
+
+        same = [arm for arm in misplaced.index if arm in decoy.index and np.array_equal(
+            values(arm, self.settings.decoy), values(arm, self.settings.misplaced), equal_nan=True)]
+        if same:
+            lines.append(f"{', '.join(same)}: every score of every seed is the same with clean and misplaced maps, so "
+                         "the maps never changed the selected network (e.g. a best epoch before the map loss acts).")
+        return lines
 
     def curriculum_check(self) -> pd.DataFrame:
         """The budget curriculum's predicted balance crossing (step, from the scalar Adam simulation) beside the

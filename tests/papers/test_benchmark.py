@@ -134,3 +134,20 @@ def test_regimes_table_lists_every_knob(home):
 def test_real_data_is_refused_with_the_reason(home):
     with pytest.raises(UsageError, match="synthetic sources only"):
         BenchmarkStudy.create("smoke", home / "store", data_root="/data/cub")
+
+
+def test_findings_mark_provisional_gains_and_arms_the_maps_never_changed(home):
+    study = _study(home, BenchmarkStudy, arms=(BASELINE, "rrr", "gala", "abn"))
+    base_decoy = [0.50, 0.55, 0.45, 0.52, 0.48]
+    _record(study, BASELINE, "finegrained/reference", [0.52, 0.56, 0.47, 0.53, 0.50])  # no fall: control fails
+    for regime in ("decoy", "decoy_misplaced"):
+        _record(study, BASELINE, f"finegrained/{regime}", base_decoy)
+        _record(study, "rrr", f"finegrained/{regime}", [v + (0.01 if regime == "decoy" else 0.02) for v in base_decoy])
+        _record(study, "abn", f"finegrained/{regime}", [0.6, 0.7, 0.65, 0.62, 0.61])  # the same with either map
+    _record(study, "gala", "finegrained/decoy", [v + 0.30 + 0.001 * i for i, v in enumerate(base_decoy)])
+    _record(study, "gala", "finegrained/decoy_misplaced", [v - 0.01 * (i % 2) for i, v in enumerate(base_decoy)])
+    assert study.effects("best").set_index(["regime", "arm"]).loc[("decoy", "gala"), "p_holm"] < 0.05
+    text = study.findings("best")
+    assert "positive control FAILS" in text
+    assert "Under the decoy, gala gained significantly" in text and "provisional" in text
+    assert "abn: every score of every seed is the same with clean and misplaced maps" in text
