@@ -229,8 +229,9 @@ class AttentionBenchmark(Study[BenchmarkSettings]):
         return ArmRun(arm, scenario, seed, [result], values, epochs)
 
     def training_run(self, arm: str, source: str, regime: Regime, seed: int) -> TrainingRun:
-        """The run of ``arm`` on ``source`` under ``regime`` for ``seed``; its identity holds the regime's knobs
-        (without its name, so regimes with the same knobs share runs) and the arm's options."""
+        """The run of ``arm`` on ``source`` under ``regime`` for ``seed``; its identity holds the regime's knobs and
+        the arm's options (the regime's name is part of the datasets' fingerprints, so two regimes with the same
+        knobs still make two runs)."""
         s = self.settings
         splits = self.splits(source, regime, seed)
         train = TrainConfig(
