@@ -44,7 +44,7 @@ def _by_hand(model: ABNet, x: torch.Tensor, attention_map: torch.Tensor) -> torc
 
 
 def test_supported_backbones():
-    assert abn_backbones() == ["resnet152", "resnet18", "resnet34", "resnet50"]
+    assert abn_backbones() == ["resnet152", "resnet18", "resnet34", "resnet50", "slim_resnet10"]
     with pytest.raises(ValueError, match="no ABN for backbone"):
         create_model("efficientnet_b0", K, pretrained=False, head="abn")
 

@@ -22,6 +22,7 @@ from attnlib.models.registry import create_model, weight_path
 
 SUPPORTED = [
     "efficientnet_b0", "efficientnet_v2_s", "resnet152", "resnet18", "resnet34", "resnet50", "resnet50_ggcam_public",
+    "slim_resnet10",
 ]
 
 
@@ -53,8 +54,9 @@ def test_same_logits_as_the_standard_model_and_maps_from_the_features(name):
     assert _count(cam) == n_standard
     # float32 round-off relative to the largest logit (random-init ResNet-152 logits reach 1e5)
     assert_close(logits, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
-    assert cam_grid(cam, (64, 64)) == (2, 2) and cam_grid(cam, (96, 128)) == (3, 4)
-    assert omega.shape == (2, 3, 2, 2)
+    stride = 8 if name == "slim_resnet10" else 32  # the slim network has no stride-2 stem and no max-pool
+    assert cam_grid(cam, (64, 64)) == (64 // stride,) * 2 and cam_grid(cam, (96, 128)) == (96 // stride, 128 // stride)
+    assert omega.shape == (2, 3, 64 // stride, 64 // stride)
     weight, bias = cam.head.weight.detach(), cam.head.bias.detach()
     assert features.shape[1] == weight.shape[1]
     hand = (weight[None, :, :, None, None] * features[:, None]).sum(dim=2)  # sum_k W[c,k] A[b,k,i,j]
