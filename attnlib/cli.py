@@ -28,7 +28,8 @@ from attnlib import UsageError
 DESCRIPTION = (
     "Human-attention supervision for CNNs, reproduced. 'attnlib data' generates, verifies and splits "
     "datasets; 'attnlib sweep' runs one notebook once per seed, then its report; 'attnlib reproduce' runs "
-    "every notebook of a folder and writes summary.md (results digest first) and summary.csv."
+    "every notebook of a folder and writes summary.md (results digest first) and summary.csv; 'attnlib train' "
+    "trains a study's runs without notebooks (locally, on Slurm through submitit, or under torchrun)."
 )
 _PROFILES_DIR = Path(__file__).parent / "core" / "profiles"
 
@@ -139,6 +140,29 @@ def _add_common(parser: argparse.ArgumentParser, default_seeds: str) -> None:
                         "runs meant to be compared use the same value")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], dest="parameters",
                         metavar=("NAME", "VALUE"), help="notebook parameter, value read as YAML (repeatable)")
+    _add_cluster(parser)
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    """Where the elements (one per notebook and seed, or study cell and seed) run: local processes or a cluster."""
+    from attnlib.engine.launch import EXECUTORS  # standard library only
+
+    group = parser.add_argument_group(
+        "cluster", "Send each element to Slurm through submitit (run store and output folders on a shared "
+        "file system). Options override those of --cluster-config.")
+    group.add_argument("--executor", choices=EXECUTORS, default=None,
+                       help="local: --jobs processes here (default); slurm: one job array; submitit-local: "
+                       "submitit's local executor (every element a process here at once, to try the cluster path)")
+    group.add_argument("--cluster-config", type=Path, default=None, metavar="YAML",
+                       help="a YAML mapping of executor, partition, time_min, gpus, cpus, mem_gb, "
+                       "array_parallelism, slurm (further #SBATCH options), setup (shell lines), wait")
+    group.add_argument("--partition", default=None, help="Slurm partition")
+    group.add_argument("--time-min", type=_count_arg, default=None, help="wall-clock limit of each element, minutes")
+    group.add_argument("--gpus", type=int, default=None, help="GPUs of each element")
+    group.add_argument("--cpus", type=_count_arg, default=None, help="CPUs of each element")
+    group.add_argument("--mem-gb", type=float, default=None, help="memory of each element, GB")
+    group.add_argument("--no-wait", action="store_true",
+                       help="submit and return; the same command later collects the finished elements")
 
 
 def _add_notebooks(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +191,36 @@ def _add_notebooks(sub: argparse._SubParsersAction) -> None:
     every.set_defaults(handler="attnlib.engine.reproduce:reproduce_command", digest=_results_digest)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from attnlib.engine.notebook_params import DEFAULT_SEEDS  # standard library only
+    from attnlib.papers import STUDIES  # a dict of names, no imports
+
+    train = sub.add_parser(
+        "train", help="train a study's runs without notebooks, one element per (scenario, seed)",
+        description="Train STUDY's runs into the run store, one element per (scenario, seed), locally or on "
+        "Slurm; cells already done are skipped. The notebook's sweep then finds every run stored and only "
+        "renders. Under torchrun each run trains with DistributedDataParallel across the ranks.")
+    train.add_argument("study", choices=sorted(STUDIES))
+    train.add_argument("--profile", default=None, help=f"{_profiles()} (default: $ATTNLIB_PROFILE or quick)")
+    train.add_argument("--seeds", type=_seeds_arg, default=DEFAULT_SEEDS,
+                       help="seeds: 0-4, 0,2,5, 3 or 0-2,7 (default %(default)s)")
+    train.add_argument("--scenario", action="append", default=None, dest="scenarios",
+                       help="a scenario to train, e.g. finegrained/decoy (repeatable; default: all of the profile)")
+    train.add_argument("--arm", action="append", default=None, dest="arms",
+                       help="an arm to train (repeatable; default: all of the profile)")
+    train.add_argument("--jobs", "-j", type=_count_arg, default=1,
+                       help="local executor: elements in parallel processes (default 1)")
+    train.add_argument("--threads", type=_count_arg, default=1,
+                       help="torch threads of every element (default 1); numbers depend on it")
+    train.add_argument("--results-folder", type=Path, default=None, help="run store (default: runs/store)")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    train.add_argument("-p", "--option", nargs=2, action="append", default=[], dest="options",
+                       metavar=("NAME", "VALUE"), help="option of the study, as its notebook passes it (e.g. "
+                       "data_root PATH, dataset NAME), value read as YAML (repeatable)")
+    _add_cluster(train)
+    train.set_defaults(handler="attnlib.engine.cells:train_command", studies=STUDIES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; each command's ``handler`` is ``"module:function"``, imported by
     :func:`main` when the command runs."""
@@ -175,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
     _add_notebooks(sub)
+    _add_train(sub)
     return parser
 
 

@@ -68,7 +68,7 @@ def test_help_is_plain_text() -> None:
 def test_every_handler_resolves() -> None:
     handlers = {p.prog: p.get_default("handler") for p in _parsers(cli.build_parser()) if p.get_default("handler")}
     assert set(handlers) == {"attnlib data generate", "attnlib data verify", "attnlib data split", "attnlib sweep",
-                             "attnlib reproduce"}
+                             "attnlib reproduce", "attnlib train"}
     for spec in handlers.values():
         module, _, name = spec.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), spec
@@ -81,10 +81,16 @@ def test_arguments() -> None:
     assert args.profile is None and args.jobs == 1 and args.threads == 1 and args.notebook == Path("nb.ipynb")
     args = parser.parse_args(["reproduce", "--profile", "smoke"])
     assert args.seeds == [0, 1, 2, 3, 4] and args.profile == "smoke" and args.notebooks == Path("notebooks")
+    assert args.executor is None and args.cluster_config is None and not args.no_wait
     assert args.digest(  # the reproduce handler gets the results digest from here
         [{"notebook": "a.ipynb", "kind": "once", "status": "ok", "folder": "", "executed": "", "report": ""}],
         Path("."),
     ).startswith("## Results")
+    args = parser.parse_args(["train", "benchmark", "--scenario", "cxr/decoy", "--scenario", "cxr/reference",
+                              "--executor", "slurm", "--gpus", "1", "--time-min", "30", "-p", "data_root", "/d"])
+    assert args.scenarios == ["cxr/decoy", "cxr/reference"] and args.arms is None and args.options == [["data_root", "/d"]]
+    assert args.studies[args.study] == "attnlib.papers.benchmark:AttentionBenchmark"
+    assert (args.executor, args.gpus, args.time_min, args.partition) == ("slurm", 1, 30, None)
 
 
 @pytest.mark.parametrize(

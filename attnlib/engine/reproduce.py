@@ -26,6 +26,9 @@ from attnlib.core.paths import runs_dir
 from attnlib.core.profiles import DEFAULT as DEFAULT_PROFILE
 from attnlib.core.profiles import ENV_VAR as PROFILE_ENV
 from attnlib.core.profiles import check_profile
+from attnlib.engine.launch import ClusterConfig
+from attnlib.engine.timings import WORDS as TIMING_WORDS
+from attnlib.engine.timings import minutes_table, notebook_timings
 from attnlib.engine.notebook_params import (
     IMPLICIT,
     DeclaredParameters,
@@ -44,6 +47,7 @@ from attnlib.engine.sweep import (
     Job,
     attempt,
     check_counts,
+    cluster_from_args,
     is_done,
     kernel_env,
     kernel_for,
@@ -70,6 +74,7 @@ def reproduce_all(
     parameters: Mapping[str, Any] | None = None,
     progress: bool = True,
     digest: Digest | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> pd.DataFrame:
     """Run every ``notebooks_dir/*.ipynb`` in name order: sweep notebooks through :func:`sweep`, others once.
 
@@ -83,7 +88,9 @@ def reproduce_all(
     ``digest(rows, out_root)`` when given (a failing digest is reported there, the table still written);
     returns the summary (columns notebook, kind, status, folder, executed, report, wall_s, errors: status
     "ok" when this pass had no error and every notebook it names is marked done, else "failed"; executed
-    and report name files of folder that exist).
+    and report name files of folder that exist). ``cluster``: where the sweeps' seeds run
+    (:func:`attnlib.engine.sweep.sweep`; run-once notebooks run here); a sweep whose seeds were submitted
+    without waiting has status "submitted".
     """
     check_profile(profile)
     folder = Path(notebooks_dir)
@@ -110,12 +117,13 @@ def reproduce_all(
             f"{did_you_mean(unknown[0], known)}; their parameters: {', '.join(known)}"
         )
     out_root = Path(out_root) if out_root is not None else runs_dir()
+    store_root = Path(passed.get("results_folder") or runs_dir() / "store")
     rows: list[dict[str, Any]] = []
     for notebook in notebooks:
-        run = _Reproduction(notebook, profile, list(seeds), passed, jobs, threads, out_root, progress)
+        run = _Reproduction(notebook, profile, list(seeds), passed, jobs, threads, out_root, progress, cluster)
         rows.append(run.row(declared[notebook]))
         summary = pd.DataFrame(rows)
-        _write_summary(out_root, summary, profile, list(seeds), threads, digest)
+        _write_summary(out_root, summary, profile, list(seeds), threads, digest, store_root)
     return summary
 
 
@@ -131,6 +139,7 @@ class _Reproduction:
     threads: int
     out_root: Path
     progress: bool
+    cluster: ClusterConfig | None = None
 
     def row(self, declared: DeclaredParameters | str) -> dict[str, Any]:
         """Run the notebook; its summary row."""
@@ -157,14 +166,15 @@ class _Reproduction:
     def _sweep(self, params: dict[str, Any]) -> dict[str, Any]:
         result = sweep(self.notebook, self.seeds, jobs=self.jobs, threads=self.threads,
                        parameters=without_seeds(params), profile=self.profile, root=self.out_root,
-                       progress=self.progress)
+                       progress=self.progress, cluster=self.cluster)
         failed = [(f"seed {seed}", *failure) for seed, failure in sorted(result.failures.items())]
         if result.report_error is not None:
             failed.append(("report", *result.report_error))
         errors = [f"{what}: {_failure(path, error)}" for what, path, error in failed]
         finals = [result.seed_path(seed) for seed in self.seeds]
+        waiting = not errors and (result.submitted or result.in_flight)
         return {
-            "status": "ok" if not errors and result.done_on_disk() else "failed",
+            "status": "submitted" if waiting else "ok" if not errors and result.done_on_disk() else "failed",
             "folder": str(result.out_dir),
             "executed": _existing_names(finals),
             "report": _existing_names([result.report_path]),
@@ -219,12 +229,24 @@ def _digest_text(digest: Digest, summary: pd.DataFrame, out_root: Path) -> str:
 
 def _write_summary(
     out_root: Path, summary: pd.DataFrame, profile: str, seeds: list[int], threads: int,
-    digest: Digest | None = None,
+    digest: Digest | None = None, store_root: Path | None = None,
 ) -> None:
     atomic_write_text(out_root / "summary.csv", summary.to_csv(index=False))
     title = f"# attnlib reproduce: profile {profile}, seeds {seeds}, {threads} threads per run\n\n"
     head = _digest_text(digest, summary, out_root) + "## Runs\n\n" if digest is not None else ""
-    atomic_write_text(out_root / "summary.md", title + head + _markdown_table(summary))
+    atomic_write_text(out_root / "summary.md", title + head + _markdown_table(summary) + _timings_text(
+        out_root, store_root or runs_dir() / "store", summary["notebook"]))
+
+
+def _timings_text(out_root: Path, store_root: Path, notebooks: pd.Series) -> str:
+    """summary.md's "Where the time went" section (:mod:`attnlib.engine.timings`), also written to timings.csv."""
+    frame = notebook_timings(out_root, store_root)
+    frame = frame[frame["notebook"].isin({Path(name).stem for name in notebooks})]
+    if frame.empty:
+        return ""
+    atomic_write_text(out_root / "timings.csv", frame.to_csv(index=False))
+    words = "".join(f"- `{column}`: {text}\n" for column, text in TIMING_WORDS.items())
+    return "\n## Where the time went\n\n" + _markdown_table(minutes_table(frame)) + "\n" + words
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
@@ -234,8 +256,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     profile = args.profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     summary = reproduce_all(args.notebooks, profile=profile, seeds=args.seeds, jobs=args.jobs,
                             threads=args.threads, out_root=out_root,
-                            parameters=parse_parameters(args.parameters), digest=getattr(args, "digest", None))
-    failed = summary[summary["status"] != "ok"]
+                            parameters=parse_parameters(args.parameters), digest=getattr(args, "digest", None),
+                            cluster=cluster_from_args(args))
+    failed = summary[~summary["status"].isin(["ok", "submitted"])]
     for row in failed.itertuples(index=False):
         print(f"{row.notebook} failed: {row.errors}", file=sys.stderr)
     print(out_root / "summary.md")

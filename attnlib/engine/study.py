@@ -171,14 +171,20 @@ class Study(ABC, Generic[S]):
 
     # -- the template -----------------------------------------------------------------------------------
 
-    def run(self, seeds: Sequence[int], arms: Sequence[str] | None = None) -> pd.DataFrame:
-        """Every arm (default :meth:`arms`) in every scenario for every seed; finished runs are loaded from
-        the store. Returns :meth:`results`."""
+    def run(
+        self, seeds: Sequence[int], arms: Sequence[str] | None = None, scenarios: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Every arm (default :meth:`arms`) in every scenario (default :meth:`scenarios`) for every seed;
+        finished runs are loaded from the store. Returns :meth:`results`."""
         chosen = list(arms) if arms is not None else self.arms()
         unknown = sorted(set(chosen) - set(self.arms()))
         if unknown:
             raise ValueError(f"{self.paper}: unknown arm(s) {unknown}; this profile's arms: {self.arms()}")
-        jobs = [(scenario, arm, int(seed)) for scenario in self.scenarios() for seed in seeds for arm in chosen]
+        where = list(scenarios) if scenarios is not None else self.scenarios()
+        unknown = sorted(set(where) - set(self.scenarios()))
+        if unknown:
+            raise ValueError(f"{self.paper}: unknown scenario(s) {unknown}; this profile's: {self.scenarios()}")
+        jobs = [(scenario, arm, int(seed)) for scenario in where for seed in seeds for arm in chosen]
         done = {(r.scenario, r.arm, r.seed) for r in self._runs}
         for scenario, arm, seed in tqdm(jobs, desc=f"{self.name}: runs", leave=False):
             if (scenario, arm, seed) not in done:

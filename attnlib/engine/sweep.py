@@ -41,11 +41,8 @@ resolves lives elsewhere.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import logging
-import logging.handlers
-import multiprocessing
 import os
 import sys
 import threading
@@ -69,6 +66,7 @@ from attnlib.core.profiles import DEFAULT as DEFAULT_PROFILE
 from attnlib.core.profiles import ENV_VAR as PROFILE_ENV
 from attnlib.core.profiles import check_profile
 from attnlib.core.progress import TEXT_ENV
+from attnlib.engine.launch import ClusterConfig, element_error, in_flight, load_cluster_config, run_elements
 from attnlib.engine.notebook_params import (
     IMPLICIT,
     check_parameters,
@@ -111,7 +109,8 @@ class SweepResult:
     ``parameters``: those of every execution but ``seeds``; ``executed``: seeds run now -> notebook;
     ``skipped``: seeds already done; ``failures``: seed -> (the failed execution's notebook, None when the
     kernel never ran, error text); ``report``: the report notebook, or None when a seed failed or the
-    report pass failed (then ``report_error`` says why, like ``failures``).
+    report pass failed (then ``report_error`` says why, like ``failures``); ``submitted``: seeds sent to a
+    cluster without waiting; ``in_flight``: seed -> Slurm job id of seeds still in the queue from before.
     """
 
     notebook: Path
@@ -123,6 +122,8 @@ class SweepResult:
     failures: dict[int, tuple[Path | None, str]] = field(default_factory=dict)
     report: Path | None = None
     report_error: tuple[Path | None, str] | None = None
+    submitted: list[int] = field(default_factory=list)
+    in_flight: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -378,45 +379,20 @@ def attempt(job: Job) -> Outcome:
     return Outcome(job.seed, job.final, None)
 
 
-class _Relay(logging.Handler):
-    """Hands records logged in worker processes to this process's loggers."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
-
-
-def _init_worker(queue: Any, level: int) -> None:
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(queue)]
-    root.setLevel(level)
+def _execute(jobs: Sequence[Job], workers: int, cluster: ClusterConfig | None, folder: Path,
+             name: str) -> Iterator[Outcome]:
+    """Run the jobs through :func:`attnlib.engine.launch.run_elements` (local processes or submitit); an
+    element that died (killed, out of memory, out of time) becomes a failed :class:`Outcome`."""
+    keys = [_element_key(job) for job in jobs]
+    for index, value in run_elements(attempt, jobs, cluster=cluster, jobs=workers, folder=folder, name=name,
+                                     keys=keys):
+        if isinstance(value, BaseException):
+            value = Outcome(jobs[index].seed, None, f"element failed: {element_error(value)}")
+        yield value
 
 
-def _execute(jobs: Sequence[Job], workers: int) -> Iterator[Outcome]:
-    """Run the jobs, in this process when one worker suffices, else in ``workers`` spawned processes."""
-    workers = min(workers, len(jobs))
-    if workers <= 1:
-        yield from map(attempt, jobs)
-        return
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    listener = logging.handlers.QueueListener(queue, _Relay())
-    listener.start()
-    try:
-        with cf.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker,
-            initargs=(queue, logging.getLogger().getEffectiveLevel()),
-        ) as pool:
-            futures = {pool.submit(attempt, job): job for job in jobs}
-            for future in cf.as_completed(futures):
-                job = futures[future]
-                try:
-                    yield future.result()
-                except Exception as err:  # the worker process itself died (killed, out of memory)
-                    yield Outcome(job.seed, None, f"worker process failed: {_error_text(err)}")
-    finally:
-        listener.stop()
+def _element_key(job: Job) -> str:
+    return job.final.name
 
 
 def check_counts(jobs: int, threads: int) -> None:
@@ -439,6 +415,7 @@ def sweep(
     execution_timeout: int | None = None,
     start_retries: int = 2,
     progress: bool = True,
+    cluster: ClusterConfig | None = None,
 ) -> SweepResult:
     """Execute ``notebook`` once per seed into ``out_dir/seed_<s>.ipynb``, then the report pass.
 
@@ -452,6 +429,12 @@ def sweep(
     kernel with ``threads`` threads. When every seed succeeded, ``out_dir/report_seeds-<seeds>.ipynb`` is
     executed with all the seeds and ``$ATTNLIB_OUTPUT_DIR`` set to ``out_dir``. Bad choices raise
     :class:`attnlib.UsageError` before any kernel starts.
+
+    ``cluster`` (:mod:`attnlib.engine.launch`): with a submitit executor every seed is one element of a job
+    array (``jobs`` unused), submitit's files and logs in ``out_dir/submitit/``; seeds whose earlier Slurm
+    element is still queued or running are not submitted again; the report pass runs here once every seed
+    is done. With ``cluster.wait`` False the seeds are submitted and the sweep returns
+    (``SweepResult.submitted``); the same call later skips the finished seeds and renders the report.
     """
     notebook = _existing_notebook(notebook)
     seeds = list(dict.fromkeys(int(seed) for seed in seeds))
@@ -493,13 +476,28 @@ def sweep(
             pending.append(job)
     log.info("%s: %d seeds to run, %d done, %d jobs x %d threads, into %s", notebook.name, len(pending),
              len(result.skipped), jobs, threads, out_dir)
+    cluster = cluster or ClusterConfig()
+    logs = out_dir / "submitit"
+    if cluster.executor == "slurm" and pending:
+        queued = in_flight(logs, [_element_key(job) for job in pending])
+        for job in [job for job in pending if _element_key(job) in queued]:
+            log.info("%s seed %s: still queued or running as Slurm job %s, not submitted again",
+                     notebook.name, job.seed, queued[_element_key(job)])
+            result.in_flight[job.seed] = queued[_element_key(job)]
+        pending = [job for job in pending if _element_key(job) not in queued]
     cores = os.cpu_count() or 1
-    if min(jobs, len(pending)) * threads > cores:
+    if not cluster.submitit and min(jobs, len(pending)) * threads > cores:
         log.warning("%d jobs x %d threads exceed the %d cores: runs share cores", jobs, threads, cores)
+    if not cluster.wait or result.in_flight:
+        list(_execute(pending, jobs, cluster, logs, notebook.stem))
+        result.submitted = [job.seed for job in pending if job.seed is not None]
+        log.info("%s: seeds %s submitted, %s in the queue; run the same command once they finished for the "
+                 "report", notebook.name, result.submitted, sorted(result.in_flight))
+        return result
     with logging_redirect_tqdm(), tqdm(
         total=len(seeds), initial=len(result.skipped), desc=notebook.stem, unit="seed", disable=not progress
     ) as bar:
-        for outcome in _execute(pending, jobs):
+        for outcome in _execute(pending, jobs, cluster, logs, notebook.stem):
             assert outcome.seed is not None
             if outcome.error is None and outcome.path is not None:
                 result.executed[outcome.seed] = outcome.path
@@ -523,9 +521,14 @@ def sweep_command(args: argparse.Namespace) -> int:
     """``attnlib sweep``: run the sweep; print the report's path (exit 0) or each failure (exit 1)."""
     result = sweep(args.notebook, args.seeds, jobs=args.jobs, threads=args.threads,
                    parameters=parse_parameters(args.parameters), profile=args.profile, out_dir=args.out,
-                   kernel_name=args.kernel, execution_timeout=args.timeout)
+                   kernel_name=args.kernel, execution_timeout=args.timeout, cluster=cluster_from_args(args))
     if result.ok:
         print(result.report)
+        return 0
+    if (result.submitted or result.in_flight) and not result.failures:
+        print(f"submitted seeds {result.submitted or 'none'}; in the queue from before: "
+              f"{sorted(result.in_flight) or 'none'}; logs in {result.out_dir / 'submitit'}. Run the same command "
+              "again once they finished: done seeds are skipped and the report is rendered.")
         return 0
     failed = [(f"seed {seed}", path, error) for seed, (path, error) in sorted(result.failures.items())]
     if result.report_error is not None:
@@ -534,3 +537,12 @@ def sweep_command(args: argparse.Namespace) -> int:
         where = path if path is not None else "none (the kernel did not run)"
         print(f"{what} failed: {error}\n  executed notebook: {where}", file=sys.stderr)
     return 1
+
+
+def cluster_from_args(args: argparse.Namespace) -> ClusterConfig:
+    """The :class:`ClusterConfig` of the command line's executor options (``--cluster-config`` first, then the
+    options given)."""
+    return load_cluster_config(
+        args.cluster_config, executor=args.executor, partition=args.partition, time_min=args.time_min,
+        gpus=args.gpus, cpus=args.cpus, mem_gb=args.mem_gb, wait=False if args.no_wait else None,
+    )

@@ -425,7 +425,11 @@ def test_summary_lists_what_is_on_disk(fake_papermill: FakePapermill, tmp_path: 
     assert second.loc["b_once.ipynb", "errors"].endswith(f"({once / 'b_once_seeds-0-1.failed.ipynb'})")
     markdown = (root / "summary.md").read_text()
     assert "profile smoke, seeds [0, 1], 1 threads per run" in markdown
-    assert "| b_once.ipynb | once | failed |" in markdown and markdown.count("\n| ") == 3
+    runs, timings = markdown.split("\n## Where the time went\n")
+    assert "| b_once.ipynb | once | failed |" in runs and runs.count("\n| ") == 3
+    assert "| a_probe | 3 |" in timings and "| b_once | 1 |" in timings and "| all | 4 |" in timings
+    frame = pd.read_csv(root / "timings.csv")
+    assert set(frame["notebook"]) == {"a_probe", "b_once"} and (frame["training"] == 0).all()
 
 
 @pytest.mark.slow
@@ -531,7 +535,9 @@ def test_reproduce_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert _error_outputs(failed)[0].ename == "RuntimeError"
     markdown = (root / "summary.md").read_text()
     digest, runs = markdown.split("\n## Runs\n")
+    runs, timings = runs.split("\n## Where the time went\n")
     assert "| c_broken.ipynb | once | failed |" in runs and runs.count("\n| ") == 4
+    assert "| a_probe | 3 |" in timings and "| b_once | 1 |" in timings and "c_broken" not in timings
     report = (folders[0] / "report_seeds-0-1.ipynb").relative_to(root)
     assert f"### probe (a_probe.ipynb, [report]({report}))" in digest  # written by the report pass's kernel
     assert "| Every seed ran. (seeds run) | all | 2, n = 2 | none | no test | none | reproduced |" in digest
