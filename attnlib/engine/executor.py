@@ -3,13 +3,18 @@ stored :class:`~attnlib.engine.runstore.RunResult`, the same way for every study
 
 Every training run of every paper goes through :func:`execute`: seed, build the method, prepare it (e.g. load
 the weights it is fine-tuned from), make the loaders, fit, score the test split with each checkpoint, add the
-study's extra outputs, store. A run already stored is loaded, an interrupted one resumes from its checkpoint.
+study's extra outputs, store (with the seconds each phase took, ``timing.json``). A run already stored is
+loaded, an interrupted one resumes from its checkpoint.
+Under a process group (torchrun, :mod:`attnlib.engine.distributed`) every rank calls :func:`execute` alike;
+rank 0 alone stores the run.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attnlib.core.seeding import seed_everything, torch_generator, worker_init_fn
 from attnlib.data.contract import ContractDataset
+from attnlib.engine import distributed
 from attnlib.engine.runstore import RunResult, RunSpec, RunStore
 from attnlib.engine.trainer import FitResult, TrainConfig, Trainer
 from attnlib.evaluation.metrics import classification_metrics
@@ -109,25 +115,34 @@ def execute(store: RunStore, run: TrainingRun, device: str | torch.device | None
     evaluator's values; ``last_epoch``; ``best_epoch``, ``stopped_early`` and ``stop_reason`` with a
     validation split), ``predictions`` (per scored checkpoint, ``Trainer.predict``'s frame) and the ``keep``
     weights. An evaluator key that is already a metric is an error.
+
+    Under a process group of W > 1 ranks rank 0 runs ``store.run``; when it trains, every other rank trains
+    with it in the same work folder (the trainer splits the batches) and runs the same scoring and hooks
+    without storing, then loads what rank 0 stored. A stored run is loaded by every rank without training.
     """
 
     def fn(workdir: Path) -> dict[str, Any]:
+        clock = _Phases()
         seed_everything(run.seed, deterministic=run.train.deterministic)
-        method = run.build()
-        prepared = run.prepare(method) if run.prepare is not None else None
-        loaders = make_loaders(run.datasets, run.train.batch_size, run.seed, run.num_workers)
+        with clock("prepare"):
+            method = run.build()
+            prepared = run.prepare(method) if run.prepare is not None else None
+            loaders = make_loaders(run.datasets, run.train.batch_size, run.seed, run.num_workers)
         trainer = Trainer(run.train, device=device, checkpoint_every=run.checkpoint_every)
         evaluate = {"test": loaders["test"]} if run.test_every_epoch and "test" in loaders else None
-        fit = trainer.fit(method, loaders["train"], loaders.get("val"), workdir, run.seed, eval_loaders=evaluate)
+        with clock("fit"):
+            fit = trainer.fit(method, loaders["train"], loaders.get("val"), workdir, run.seed, eval_loaders=evaluate)
         weights = {"best": fit.best_state, "last": fit.last_state}
         metrics: dict[str, Any] = {}
         predictions: dict[str, pd.DataFrame] = {}
         if "test" in loaders:
             for name in run.checkpoints:
                 method.load_state_dict(weights[name])
-                predictions[name], metrics[name] = score(method, loaders["test"], trainer, run.label_names)
+                with clock("score"):
+                    predictions[name], metrics[name] = score(method, loaders["test"], trainer, run.label_names)
                 for evaluator_name, evaluator in run.evaluators.items():
-                    values = evaluator(method, loaders["test"], trainer.device)
+                    with clock("evaluators"):
+                        values = evaluator(method, loaders["test"], trainer.device)
                     clash = sorted(values.keys() & metrics[name].keys())
                     if clash:
                         raise ValueError(f"evaluator {evaluator_name!r} returns {clash}, which are already metrics")
@@ -140,15 +155,59 @@ def execute(store: RunStore, run: TrainingRun, device: str | torch.device | None
             "states": {name: weights[name] for name in run.keep},
         }
         if run.after is not None:
-            extra = run.after(Trained(method, trainer, fit, loaders, prepared))
+            with clock("after"):
+                extra = run.after(Trained(method, trainer, fit, loaders, prepared))
             unknown = set(extra) - {"metrics", "predictions", "states"}
             if unknown:
                 raise ValueError(f"a run's after hook returns metrics, predictions or states, not {sorted(unknown)}")
             for part, values in extra.items():
                 output[part].update(values)
+        output["timing"] = clock.seconds
         return output
 
-    return store.run(run.spec(), fn)
+    if distributed.world_size() == 1:
+        return store.run(run.spec(), fn)
+    return _execute_distributed(store, run.spec(), fn)
+
+
+def _execute_distributed(store: RunStore, spec: RunSpec, fn: Callable[[Path], dict[str, Any]]) -> RunResult:
+    """Rank 0 sends the work folder when ``store.run`` calls ``fn`` and None once it has returned; the other
+    ranks run ``fn`` in that folder, then load the stored run."""
+    if distributed.is_main():
+
+        def announced(workdir: Path) -> dict[str, Any]:
+            distributed.broadcast_object(str(workdir))
+            return fn(workdir)
+
+        result = store.run(spec, announced)
+        distributed.broadcast_object(None)
+        return result
+    workdir = distributed.broadcast_object(None)
+    if workdir is not None:
+        fn(Path(workdir))
+        distributed.broadcast_object(None)
+    stored = store.load(spec)
+    if stored is None:
+        raise RuntimeError(
+            f"rank {distributed.rank()}: run {spec.study}/{spec.key}/seed{spec.seed} is not in {store.root} "
+            "after rank 0 stored it (do all processes share that folder?)"
+        )
+    return stored
+
+
+class _Phases:
+    """Seconds spent in each named phase of a run (summed over repeats), for the run's ``timing.json``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def make_loaders(

@@ -5,6 +5,13 @@ states of python/numpy/torch/CUDA and of the training loader's generator) is wri
 to ``<workdir>/checkpoint.pt``; ``fit`` on a workdir holding one continues after its last epoch,
 and with deterministic training reaches exactly the weights an uninterrupted run reaches (a run
 stopped by ``max_hours`` excepted: where it stops depends on the machine).
+
+Under a process group of W > 1 processes (torchrun, :mod:`attnlib.engine.distributed`) every rank runs
+``fit`` with the same arguments: ``TrainConfig.batch_size`` and the loaders' batches stay global, each rank
+trains on a contiguous chunk of every batch with DistributedDataParallel and scores a chunk of every
+validation batch; the history holds the global means, identical on every rank. Rank 0 writes the
+checkpoint (with every rank's RNG states) and every rank resumes from it; the world size is part of its
+identity. Each rank's python/numpy/torch RNGs are seeded with ``seed + rank``.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ from attnlib.core.device import default_device
 from attnlib.core.io import atomic_write_bytes
 from attnlib.core.progress import tqdm
 from attnlib.core.seeding import seed_everything
+from attnlib.engine import distributed
+from attnlib.engine.distributed import DistributedStep
 from attnlib.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-_CHECKPOINT_FORMAT = 2
+_CHECKPOINT_FORMAT = 3
 OptimizerName = Literal["adam", "adamax", "sgd", "sgd_momentum", "sgd_nesterov"]
 Monitor = Literal["loss", "accuracy"]
 #: Why a fit ended: all ``epochs`` done, ``early_stop_patience`` reached, or ``max_hours`` spent.
@@ -169,7 +178,8 @@ class Trainer:
     ) -> FitResult:
         """Train ``method``, resuming from ``workdir/checkpoint.pt`` when present.
 
-        Seeds everything with ``seed`` first. The method ends with its last-epoch weights.
+        Seeds everything with ``seed`` (``seed + rank`` under a process group) first. The method ends with
+        its last-epoch weights.
         ``eval_loaders`` (name -> loader, e.g. ``{"test": ...}``) are scored after every epoch like the
         validation set, as history columns ``<name>_loss``, ``<name>_accuracy``, ...; they never select
         weights or steer the LR. Without a validation set (``val_loader=None``) the best weights are
@@ -192,20 +202,38 @@ class Trainer:
         for name, loader in loaders.items():
             if loader is not None and len(loader) == 0:
                 raise ValueError(f"the {name} set is empty: nothing to {'fit' if name == 'training' else 'score'}")
+        batches, val_batches, eval_batches = train_loader, val_loader, eval_loaders
+        world, rank = distributed.world_size(), distributed.rank()
+        if world > 1:  # each rank's chunks of the same global batches; the generators stay train_loader's
+            batches = distributed.shard_loader(train_loader, rank, world)
+            if val_loader is not None:
+                val_batches = distributed.shard_loader(val_loader, rank, world, skip_empty=True)
+            eval_batches = {
+                name: distributed.shard_loader(loader, rank, world, skip_empty=True)
+                for name, loader in eval_loaders.items()
+            }
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        seed_everything(seed, cfg.deterministic)
+        seed_everything(seed + rank, cfg.deterministic)
         self._place(method)
+        if world > 1:
+            distributed.sync_batchnorm(method, self.device)
         optimizer = self._optimizer(method)
         scheduler = self._scheduler(optimizer)
         checkpoint = workdir / CHECKPOINT
         progress = _Progress()
-        if checkpoint.is_file():
+        if distributed.broadcast_object(checkpoint.is_file()):
             progress = self._resume(checkpoint, seed, method, optimizer, scheduler, train_loader)
         started, hours_before = self.clock(), progress.hours
-        with tqdm(total=cfg.epochs, initial=progress.epoch, unit="epoch", disable=not cfg.progress) as bar:
+        disable = not cfg.progress or not distributed.is_main()
+        with (
+            tqdm(total=cfg.epochs, initial=progress.epoch, unit="epoch", disable=disable) as bar,
+            DistributedStep(method, self.device) as step,
+        ):
             while progress.epoch < cfg.epochs and progress.stop_reason is None:
-                row = self._epoch(progress.epoch + 1, method, optimizer, train_loader, val_loader, eval_loaders)
+                row = self._epoch(
+                    progress.epoch + 1, method, step, optimizer, batches, val_batches, eval_batches
+                )
                 lrs = _lrs(optimizer)
                 if isinstance(scheduler, ReduceLROnPlateau):
                     scheduler.step(self._monitored(row))
@@ -217,7 +245,7 @@ class Trainer:
                     reloaded = self._reload_best(progress, method, optimizer, scheduler) if dropped else 0
                     row["reloaded_from"] = reloaded
                 progress.history.append(row)
-                progress.hours = hours_before + (self.clock() - started) / 3600
+                progress.hours = distributed.broadcast_object(hours_before + (self.clock() - started) / 3600)
                 out_of_time = cfg.max_hours is not None and progress.hours >= cfg.max_hours
                 if progress.stop_reason is None and out_of_time:
                     progress.stop_reason = "max_hours"
@@ -233,7 +261,9 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, method: Method, loader: DataLoader) -> pd.DataFrame:
-        """Softmax probabilities per sample: ``id, label, prob_0 .. prob_<k-1>, pred``."""
+        """Softmax probabilities per sample: ``id, label, prob_0 .. prob_<k-1>, pred``.
+
+        Under a process group every rank scores the whole ``loader`` (no communication)."""
         self._place(method)
         method.eval()
         ids: list[str] = []
@@ -253,6 +283,7 @@ class Trainer:
         self,
         epoch: int,
         method: Method,
+        step: DistributedStep,
         optimizer: Optimizer,
         train_loader: DataLoader,
         val_loader: DataLoader | None,
@@ -263,7 +294,7 @@ class Trainer:
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups if "name" in g})
         method.on_epoch_start(epoch)
-        train, wait = self._train_epoch(method, optimizer, train_loader)
+        train, wait = self._train_epoch(method, step, optimizer, train_loader)
         row.update({f"train_{k}": v for k, v in train.items()})
         scored = {"val": val_loader} if val_loader is not None else {}
         for name, loader in {**scored, **eval_loaders}.items():
@@ -277,19 +308,27 @@ class Trainer:
         return row
 
     def _train_epoch(
-        self, method: Method, optimizer: Optimizer, loader: DataLoader
+        self, method: Method, step: DistributedStep, optimizer: Optimizer, loader: DataLoader
     ) -> tuple[dict[str, float], float]:
-        """One pass of optimisation; returns mean losses and seconds spent waiting for data."""
+        """One pass of optimisation; returns mean losses and seconds spent waiting for data.
+
+        Under a process group each rank's loss is scaled so that the averaged gradient is the global
+        batch's (``distributed.gradient_scale``), and rank 0's buffers go to every rank at the end."""
         method.train()
         means, wait = _Means(), 0.0
+        world = distributed.world_size()
         for batch, waited in _timed(loader):
             wait += waited
             batch = self._to_device(batch)
             optimizer.zero_grad(set_to_none=True)
-            out = self._step(method, batch)
-            out.losses["loss"].backward()
+            out = self._step(method, batch, step)
+            loss = out.losses["loss"]
+            if world > 1:
+                loss = loss * distributed.gradient_scale(len(batch["lab"]), self.device)
+            loss.backward()
             optimizer.step()
             means.add(out.losses, len(batch["lab"]))
+        distributed.broadcast_buffers(method)
         return means.result(), wait
 
     @torch.no_grad()
@@ -305,10 +344,13 @@ class Trainer:
             means.add({**out.losses, "accuracy": correct}, len(batch["lab"]))
         return means.result(), wait
 
-    def _step(self, method: Method, batch: dict[str, Any]) -> StepOutput:
-        """``method.step`` under bf16 autocast when enabled on CUDA; checks the output contract."""
+    def _step(
+        self, method: Method, batch: dict[str, Any], step: DistributedStep | None = None
+    ) -> StepOutput:
+        """``method.step`` (or ``step``, its DDP form) under bf16 autocast when enabled on CUDA; checks the
+        output contract."""
         with self._autocast():
-            out = method.step(batch)
+            out = (step or method.step)(batch)
         if "loss" not in out.losses or "logits" not in out.outputs:
             raise KeyError(f"{type(method).__name__}.step() must return losses['loss'] and outputs['logits']")
         return out
@@ -419,10 +461,11 @@ class Trainer:
         return progress.best_epoch
 
     def _identity(self, seed: int) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the seed and every setting but ``progress``."""
+        """What a checkpoint must match to be resumed: the seed, the world size and every setting but
+        ``progress``."""
         settings = asdict(self.config)
         settings.pop("progress")
-        return {"seed": seed, **settings}
+        return {"seed": seed, "world_size": distributed.world_size(), **settings}
 
     def _save(
         self,
@@ -434,18 +477,22 @@ class Trainer:
         train_loader: DataLoader,
         progress: _Progress,
     ) -> None:
-        payload = {
-            "format": _CHECKPOINT_FORMAT,
-            "identity": self._identity(seed),
-            "method": method.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "progress": dict(vars(progress)),
-            "rng": _rng_state(train_loader),
-        }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        """Rank 0 writes the checkpoint with every rank's RNG states (by rank); the others wait for it."""
+        rng = distributed.all_gather_object(_rng_state(train_loader))
+        if distributed.is_main():
+            payload = {
+                "format": _CHECKPOINT_FORMAT,
+                "identity": self._identity(seed),
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "progress": dict(vars(progress)),
+                "rng": rng,
+            }
+            buffer = io.BytesIO()
+            torch.save(payload, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
+        distributed.barrier()
 
     def _resume(
         self,
@@ -467,6 +514,12 @@ class Trainer:
                 f"{path}: checkpoint format {payload.get('format')!r}, expected {_CHECKPOINT_FORMAT}"
             )
         expected = self._identity(seed)
+        written_by = payload["identity"]["world_size"]
+        if written_by != expected["world_size"]:
+            raise ValueError(
+                f"{path}: checkpoint was written by {written_by} process(es), this run has "
+                f"{expected['world_size']}; resume with as many processes or delete the checkpoint"
+            )
         differ = sorted(
             k
             for k in expected.keys() | payload["identity"].keys()
@@ -481,14 +534,15 @@ class Trainer:
         optimizer.load_state_dict(payload["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(payload["scheduler"])
-        _set_rng_state(payload["rng"], train_loader, path)
+        _set_rng_state(payload["rng"][distributed.rank()], train_loader, path)
         progress = _Progress(**payload["progress"])
         log.info("resuming from %s after epoch %d", path, progress.epoch)
         return progress
 
 
 class _Means:
-    """Sample-weighted running means of named scalar tensors (one device sync at the end)."""
+    """Sample-weighted running means of named scalar tensors (one device sync at the end); under a process
+    group the sums and counts of every rank make one mean, the same on every rank."""
 
     def __init__(self) -> None:
         self._sums: dict[str, Tensor] = {}
@@ -501,7 +555,15 @@ class _Means:
             self._counts[name] = self._counts.get(name, 0) + n
 
     def result(self) -> dict[str, float]:
-        return {name: total.item() / self._counts[name] for name, total in self._sums.items()}
+        if distributed.world_size() == 1:
+            return {name: total.item() / self._counts[name] for name, total in self._sums.items()}
+        local = {name: (total.item(), self._counts[name]) for name, total in self._sums.items()}
+        ranks = distributed.all_gather_object(local)  # a rank may have scored nothing: no names
+        names = dict.fromkeys(name for part in ranks for name in part)
+        return {
+            name: sum(p[name][0] for p in ranks if name in p) / sum(p[name][1] for p in ranks if name in p)
+            for name in names
+        }
 
 
 def _timed(loader: DataLoader) -> Iterator[tuple[Any, float]]:

@@ -483,6 +483,10 @@ def test_execute_end_to_end_with_run_store(tmp_path):
     assert result.predictions["best"].id.tolist() == datasets["test"].metadata.id.tolist()
     assert result.spec.config["train"] == json.loads(json.dumps(train_identity(run.train)))  # tuples as lists
     assert set(result.spec.config) == {"arm", "train"} and "progress" not in result.spec.config["train"]
+    timing = result.timing  # where the run's time went: its phases, within the whole call
+    assert set(timing) == {"prepare", "fit", "score", "seconds", "finished"}
+    assert 0 < timing["fit"] and timing["prepare"] + timing["fit"] + timing["score"] <= timing["seconds"] + 1e-3
+    assert timing["fit"] >= result.history["epoch_seconds"].sum() - 1e-3
     again = execute(store, _run(datasets, lambda: pytest.fail("a stored run was recomputed")), device="cpu")
     assert again.metrics == m
     best = Classifier(tiny_net(num_classes=3))
