@@ -1,7 +1,7 @@
 """Run store: every finished (study, config, profile, data, code, seed) run exactly once, on disk.
 
 Layout: ``<root>/<study>/<key>/seed<seed>/`` with ``spec.json``, ``history.csv``, ``metrics.json``,
-``predictions_<name>.csv``, ``weights_<name>.pt`` and, written last, ``manifest.json`` (each file's
+``predictions_<name>.csv``, ``weights_<name>.pt``, ``timing.json`` and, written last, ``manifest.json`` (each file's
 size and sha256). A run folder appears in one ``os.rename`` of a fully written temporary folder, and
 every read checks every file against the manifest first: a damaged run (a file missing, truncated or
 changed, or no manifest, as in folders of older code) is named in a warning and counts as unfinished;
@@ -21,6 +21,7 @@ import platform
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[Path], Mapping[str, Any]]
 _Checked = tuple[frozenset[str], dict[str, Any], dict[str, Any]]  # a run's file names, spec and metrics
 MANIFEST = "manifest.json"
+TIMING = "timing.json"
 _SEED_DIR = re.compile(r"seed(\d+)")
 _REQUIRED = ("spec.json", "history.csv", "metrics.json")
 
@@ -118,6 +120,12 @@ class RunResult:
     predictions: dict[str, pd.DataFrame]
     files: frozenset[str]
 
+    @property
+    def timing(self) -> dict[str, Any]:
+        """Where the run's time went (``timing.json``: ``seconds``, ``finished`` and the executor's phases);
+        empty for runs stored without one."""
+        return _read_json(self.path / TIMING) if TIMING in self.files else {}
+
     def state_dict(self, name: str = "best") -> dict[str, torch.Tensor]:
         """The stored weights ``name`` (``"best"``/``"last"``); FileNotFoundError if not kept."""
         file = f"weights_{name}.pt"
@@ -158,7 +166,9 @@ class RunStore:
         """The stored result of ``spec``, computing it with ``fn(workdir)`` only when missing or damaged.
 
         ``fn`` returns ``history`` (DataFrame), ``metrics`` (JSON-able dict), ``predictions``
-        (name -> DataFrame) and optionally ``states`` (name -> state_dict of tensors). ``workdir``
+        (name -> DataFrame) and optionally ``states`` (name -> state_dict of tensors) and ``timing`` (seconds
+        by phase, JSON-able; stored in ``timing.json`` with the whole call's ``seconds`` and the UTC time it
+        ``finished``, informative, never part of the run's identity). ``workdir``
         survives a crash, so a trainer checkpoint in it lets the next call resume. A damaged run is
         moved aside (``seed<seed>.damaged-<UTC time>``) with a warning before it is computed again.
         """
@@ -180,7 +190,11 @@ class RunStore:
                     shutil.rmtree(tmp)  # left by a commit that was killed
                 workdir = final.with_name(final.name + ".work")
                 workdir.mkdir(exist_ok=True)
-                self._commit(spec, fn(workdir), final)
+                start = time.perf_counter()
+                output = dict(fn(workdir))
+                output["timing"] = {**output.get("timing", {}), "seconds": round(time.perf_counter() - start, 3),
+                                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                self._commit(spec, output, final)
                 shutil.rmtree(workdir)
                 found = self._find(spec)
         if isinstance(found, RunResult):
@@ -284,6 +298,8 @@ class RunStore:
             for name, state in output.get("states", {}).items():
                 torch.save(state, folder / f"weights_{name}.pt")
         atomic_write_json(folder / "metrics.json", _builtin(output["metrics"]))
+        if "timing" in output:
+            atomic_write_json(folder / TIMING, _builtin(output["timing"]))
         files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir())}
         atomic_write_json(folder / MANIFEST, {"files": files})  # last: only a complete folder has one
 

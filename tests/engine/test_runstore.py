@@ -27,6 +27,7 @@ FILES = [
     "metrics.json",
     "predictions_best.csv",
     "weights_best.pt",
+    "timing.json",
     "manifest.json",
 ]
 
@@ -129,9 +130,11 @@ def test_run_computes_once_and_round_trips(tmp_path):
         "predictions_best.csv",
         "predictions_last.csv",
         "spec.json",
+        "timing.json",
         "weights_best.pt",
     ]
     assert json.loads((result.path / "spec.json").read_text())["environment"]["threads"] == torch.get_num_threads()
+    assert set(result.timing) == {"seconds", "finished"} and result.timing["seconds"] >= 0
     manifest = json.loads((result.path / "manifest.json").read_text())["files"]
     assert manifest == {
         name: {
