@@ -71,7 +71,8 @@ class TrainConfig:
     after that epoch, 0 for none.
     ``max_hours``: stop after the epoch during which the training time, summed over resumed
     sessions, reached that many hours (the public GG-CAM code: 23.5).
-    ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only.
+    ``amp`` (bf16 autocast) and ``channels_last`` apply on CUDA only: on CPUs without native bf16 autocast
+    runs many times slower, and channels_last's gain on the CPU depends on the network (README, Speed).
     ``monitor``: what "best" means for the best checkpoint, the plateau schedule and early stopping: the lowest
     validation ``"loss"`` (the method's total, the default) or the highest validation ``"accuracy"`` (the same
     rule for methods whose losses differ, e.g. a benchmark across methods).
@@ -164,6 +165,7 @@ class Trainer:
         self.config = config
         self.device = default_device(device)
         self._cuda = self.device.type == "cuda"
+        self._channels_last = self._cuda and config.channels_last
         self.checkpoint_every = checkpoint_every
         self.clock = clock
 
@@ -215,10 +217,10 @@ class Trainer:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed + rank, cfg.deterministic)
-        self._place(method)
+        self.place(method)
         if world > 1:
             distributed.sync_batchnorm(method, self.device)
-        optimizer = self._optimizer(method)
+        optimizer = self.optimizer(method)
         scheduler = self._scheduler(optimizer)
         checkpoint = workdir / CHECKPOINT
         progress = _Progress()
@@ -264,12 +266,12 @@ class Trainer:
         """Softmax probabilities per sample: ``id, label, prob_0 .. prob_<k-1>, pred``.
 
         Under a process group every rank scores the whole ``loader`` (no communication)."""
-        self._place(method)
+        self.place(method)
         method.eval()
         ids: list[str] = []
         labels, probs = [], []
         for batch in loader:
-            out = self._step(method, self._to_device(batch))
+            out = self._step(method, self.to_device(batch))
             probs.append(torch.softmax(out.outputs["logits"].float(), dim=1).cpu())
             labels.append(batch["lab"].cpu())
             ids.extend(str(i) for i in batch["id"])
@@ -319,7 +321,7 @@ class Trainer:
         world = distributed.world_size()
         for batch, waited in _timed(loader):
             wait += waited
-            batch = self._to_device(batch)
+            batch = self.to_device(batch)
             optimizer.zero_grad(set_to_none=True)
             out = self._step(method, batch, step)
             loss = out.losses["loss"]
@@ -338,7 +340,7 @@ class Trainer:
         means, wait = _Means(), 0.0
         for batch, waited in _timed(loader):
             wait += waited
-            batch = self._to_device(batch)
+            batch = self.to_device(batch)
             out = self._step(method, batch)
             correct = (out.outputs["logits"].argmax(dim=1) == batch["lab"]).float().mean()
             means.add({**out.losses, "accuracy": correct}, len(batch["lab"]))
@@ -358,20 +360,21 @@ class Trainer:
     def _autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._cuda and self.config.amp)
 
-    def _place(self, method: Method) -> None:
+    def place(self, method: Method) -> None:
+        """Move ``method`` to the device, its 4-D weights channels_last on CUDA when the configuration says so."""
         method.to(self.device)
-        if self._cuda and self.config.channels_last:
+        if self._channels_last:
             method.to(memory_format=torch.channels_last)
 
-    def _to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Tensors of ``batch`` on the device (4-D float ones channels-last when enabled)."""
+    def to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Tensors of ``batch`` on the device (4-D float ones channels-last where :meth:`place` makes the weights
+        so)."""
         moved = {}
         for key, value in batch.items():
             if isinstance(value, Tensor):
                 value = value.to(self.device, non_blocking=True)
                 if (
-                    self._cuda
-                    and self.config.channels_last
+                    self._channels_last
                     and value.dim() == 4
                     and value.is_floating_point()
                 ):
@@ -379,7 +382,8 @@ class Trainer:
             moved[key] = value
         return moved
 
-    def _optimizer(self, method: Method) -> Optimizer:
+    def optimizer(self, method: Method) -> Optimizer:
+        """The configured optimiser over ``method``'s parameter groups (kind, rate, momentum, weight decay)."""
         cfg = self.config
         groups = method.param_groups(cfg.lr)
         if cfg.optimizer == "adam":
