@@ -79,6 +79,8 @@ class ClusterConfig:
         for name in ("time_min", "cpus", "array_parallelism"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"cluster option {name} must be at least 1, got {getattr(self, name)}")
+        if not self.wait and self.executor == "local":
+            raise UsageError("not waiting (--no-wait) needs a cluster executor (slurm or submitit-local)")
         if self.gpus < 0 or (self.mem_gb is not None and self.mem_gb <= 0) or self.poll_s <= 0:
             raise UsageError(f"cluster options gpus >= 0, mem_gb > 0 and poll_s > 0, got {self.gpus}, "
                              f"{self.mem_gb}, {self.poll_s}")

@@ -72,6 +72,7 @@ def test_cluster_config_from_yaml_then_command_line(tmp_path: Path) -> None:
     ("- gpu\n", "must be a mapping"),
     ("time_min: 0\n", "time_min must be at least 1"),
     ("gpus: one\n", "not supported between"),
+    ("wait: false\n", "needs a cluster executor"),
 ])
 def test_bad_cluster_config_names_the_file(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
