@@ -14,11 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from attnlib import UsageError
 from attnlib.core.io import atomic_write_text
@@ -26,7 +28,7 @@ from attnlib.core.paths import runs_dir
 from attnlib.core.profiles import DEFAULT as DEFAULT_PROFILE
 from attnlib.core.profiles import ENV_VAR as PROFILE_ENV
 from attnlib.core.profiles import check_profile
-from attnlib.engine.launch import ClusterConfig
+from attnlib.engine.launch import ClusterConfig, element_error, run_elements
 from attnlib.engine.timings import WORDS as TIMING_WORDS
 from attnlib.engine.timings import minutes_table, notebook_timings
 from attnlib.engine.notebook_params import (
@@ -45,9 +47,14 @@ from attnlib.engine.notebook_params import (
 )
 from attnlib.engine.sweep import (
     Job,
+    Outcome,
+    SweepPlan,
+    SweepResult,
     attempt,
     check_counts,
     cluster_from_args,
+    plan_sweep,
+    warn_oversubscribed,
     is_done,
     kernel_env,
     kernel_for,
@@ -76,7 +83,12 @@ def reproduce_all(
     digest: Digest | None = None,
     cluster: ClusterConfig | None = None,
 ) -> pd.DataFrame:
-    """Run every ``notebooks_dir/*.ipynb`` in name order: sweep notebooks through :func:`sweep`, others once.
+    """Run every ``notebooks_dir/*.ipynb``: sweep notebooks over the seeds then their report, others once.
+
+    Locally, every notebook's seed passes and run-once executions share one pool of ``jobs`` processes (the
+    next notebook's seeds start as soon as a process is free, so no core idles while a notebook's last seed
+    runs), then the reports of the notebooks whose seeds all succeeded share it; numbers do not depend on
+    the order. With a cluster executor the notebooks run one after the other through :func:`sweep`.
 
     A name in ``parameters`` must be assigned by the parameters cell of at least one notebook (else
     :class:`attnlib.UsageError`, before anything runs); each notebook gets the names its cell assigns and
@@ -84,9 +96,10 @@ def reproduce_all(
     or run-once execution ``$ATTNLIB_OUTPUT_DIR``. Executed notebooks go under
     ``<out_root or runs_dir()>/notebooks/`` as :func:`notebook_out_dir` says (a run-once notebook into
     ``<stem>_seeds-<seeds>.ipynb``). A failure does not stop the other notebooks. ``out_root/summary.md``
-    and ``summary.csv`` are rewritten after each notebook from what is on disk, ``summary.md`` headed by
+    and ``summary.csv`` are written at the end (after each notebook with a cluster executor), ``summary.md`` headed by
     ``digest(rows, out_root)`` when given (a failing digest is reported there, the table still written);
-    returns the summary (columns notebook, kind, status, folder, executed, report, wall_s, errors: status
+    returns the summary (columns notebook, kind, status, folder, executed, report, wall_s (the sum of the
+    notebook's executions' wall times in this pass), errors: status
     "ok" when this pass had no error and every notebook it names is marked done, else "failed"; executed
     and report name files of folder that exist). ``cluster``: where the sweeps' seeds run
     (:func:`attnlib.engine.sweep.sweep`; run-once notebooks run here); a sweep whose seeds were submitted
@@ -118,55 +131,137 @@ def reproduce_all(
         )
     out_root = Path(out_root) if out_root is not None else runs_dir()
     store_root = Path(passed.get("results_folder") or runs_dir() / "store")
-    rows: list[dict[str, Any]] = []
-    for notebook in notebooks:
-        run = _Reproduction(notebook, profile, list(seeds), passed, jobs, threads, out_root, progress, cluster)
-        rows.append(run.row(declared[notebook]))
-        summary = pd.DataFrame(rows)
-        _write_summary(out_root, summary, profile, list(seeds), threads, digest, store_root)
+    runs = [_Reproduction(notebook, profile, list(seeds), passed, jobs, threads, out_root, progress, cluster)
+            for notebook in notebooks]
+    if cluster is not None and cluster.submitit:  # one array per notebook, its report when its seeds are done
+        rows: list[dict[str, Any]] = []
+        for run in runs:
+            rows.append(run.row(declared[run.notebook]))
+            _write_summary(out_root, pd.DataFrame(rows), profile, list(seeds), threads, digest, store_root)
+        return pd.DataFrame(rows)
+    for run in runs:
+        run.plan(declared[run.notebook])
+    _pool(runs, [job for run in runs for job in run.jobs()], jobs, threads, "executions", progress)
+    _pool(runs, [job for run in runs if (job := run.report_job()) is not None], jobs, threads, "reports", progress)
+    summary = pd.DataFrame([run.finish() for run in runs])
+    _write_summary(out_root, summary, profile, list(seeds), threads, digest, store_root)
     return summary
 
 
-@dataclass(frozen=True)
+def _pool(runs: Sequence[_Reproduction], jobs: Sequence[Job], workers: int, threads: int, what: str,
+          progress: bool) -> None:
+    """Run every notebook's executions in one pool of ``workers`` processes (the next notebook's seeds start as
+    soon as a process is free; results do not depend on the order) and hand each outcome to its notebook."""
+    owner = {id(job): run for run in runs for job in run.jobs() + [run.report_job()] if job is not None}
+    warn_oversubscribed(min(workers, len(jobs)), threads)
+    with logging_redirect_tqdm(), tqdm(total=len(jobs), desc=what, unit="notebook", disable=not progress) as bar:
+        for index, value in run_elements(attempt, jobs, jobs=workers):
+            job = jobs[index]
+            if isinstance(value, BaseException):  # the worker process died
+                value = Outcome(job.seed, None, f"worker process failed: {element_error(value)}")
+            owner[id(job)].record(value)
+            bar.update()
+
+
+@dataclass
 class _Reproduction:
-    """One notebook of :func:`reproduce_all`."""
+    """One notebook of :func:`reproduce_all`: planned (:meth:`plan`), its executions run in the shared pool
+    (:meth:`jobs`, :meth:`report_job`, :meth:`record`), then its summary row (:meth:`finish`); with a cluster
+    executor, :meth:`row` runs it through :func:`sweep` alone."""
 
     notebook: Path
     profile: str
     seeds: list[int]
     passed: dict[str, Any]
-    jobs: int
+    jobs_: int
     threads: int
     out_root: Path
     progress: bool
     cluster: ClusterConfig | None = None
+    _row: dict[str, Any] = field(default_factory=dict)
+    _sweep: SweepPlan | None = None
+    _once: Job | None = None
+    _report: Job | None = None
+    _outcomes: list[Outcome] = field(default_factory=list)
 
-    def row(self, declared: DeclaredParameters | str) -> dict[str, Any]:
-        """Run the notebook; its summary row."""
-        start = time.perf_counter()
-        row: dict[str, Any] = {"notebook": self.notebook.name, "kind": "", "status": "failed", "folder": "",
-                               "executed": "", "report": "", "wall_s": 0.0, "errors": ""}
+    def _params(self, declared: DeclaredParameters | str) -> dict[str, Any] | None:
+        """The summary row's start, and the parameters this notebook gets (None when it cannot run)."""
+        self._row = {"notebook": self.notebook.name, "kind": "", "status": "failed", "folder": "",
+                     "executed": "", "report": "", "wall_s": 0.0, "errors": ""}
         if isinstance(declared, str):
-            row["errors"] = declared
-            return row
+            self._row["errors"] = declared
+            return None
         given = {**self.passed, "profile": self.profile, "seeds": self.seeds}
         params = {name: value for name, value in given.items() if name in declared.names}
         left_out = sorted(set(self.passed) - set(params))
         if left_out:
-            log.info("%s: not passing %s (not in its parameters cell)", self.notebook.name,
-                     ", ".join(left_out))
+            log.info("%s: not passing %s (not in its parameters cell)", self.notebook.name, ", ".join(left_out))
+        self._row["kind"] = "sweep" if is_sweep_notebook(self.notebook) else "once"
+        return params
+
+    def plan(self, declared: DeclaredParameters | str) -> None:
+        """Check the notebook and list its executions (a usage error becomes the row's error)."""
+        params = self._params(declared)
+        if params is None:
+            return
         try:
-            row["kind"] = "sweep" if is_sweep_notebook(self.notebook) else "once"
-            row.update(self._sweep(params) if row["kind"] == "sweep" else self._once(declared, params))
+            if self._row["kind"] == "sweep":
+                self._sweep = plan_sweep(self.notebook, self.seeds, threads=self.threads,
+                                         parameters=without_seeds(params), profile=self.profile, root=self.out_root)
+            else:
+                self._once = self._once_job(declared, params)
         except UsageError as err:  # e.g. a sweep notebook without seeds, an unknown kernel
+            self._row["errors"] = str(err)
+
+    def jobs(self) -> list[Job]:
+        """The executions to run in the first pool: pending seeds, or the run-once execution."""
+        if self._sweep is not None:
+            return list(self._sweep.pending)
+        return [self._once] if self._once is not None else []
+
+    def report_job(self) -> Job | None:
+        """The report pass, once every seed succeeded (the same object on every call)."""
+        if self._sweep is not None and not self._sweep.result.failures and self._report is None:
+            self._report = self._sweep.report_job()
+        return self._report if self._sweep is not None and not self._sweep.result.failures else None
+
+    def record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        if self._sweep is not None:
+            self._sweep.record(outcome)
+
+    def finish(self) -> dict[str, Any]:
+        """The summary row (wall_s: the sum of this pass's executions' wall times)."""
+        row = dict(self._row)
+        row["wall_s"] = round(sum(o.wall_s for o in self._outcomes), 1)
+        if self._sweep is not None:
+            row.update(self._sweep_row(self._sweep.result))
+        elif self._once is not None:
+            row.update(self._once_row(self._once, self._outcomes[-1] if self._outcomes else None))
+        return row
+
+    def row(self, declared: DeclaredParameters | str) -> dict[str, Any]:
+        """Run the notebook alone through :func:`sweep` (cluster executors) or here (run-once); its row."""
+        start = time.perf_counter()
+        params = self._params(declared)
+        row = dict(self._row)
+        if params is None:
+            return row
+        try:
+            if row["kind"] == "sweep":
+                result = sweep(self.notebook, self.seeds, jobs=self.jobs_, threads=self.threads,
+                               parameters=without_seeds(params), profile=self.profile, root=self.out_root,
+                               progress=self.progress, cluster=self.cluster)
+                row.update(self._sweep_row(result))
+            else:
+                job = self._once_job(declared, params)
+                row.update(self._once_row(job, attempt(job)))
+        except UsageError as err:
             row["errors"] = str(err)
         row["wall_s"] = round(time.perf_counter() - start, 1)
         return row
 
-    def _sweep(self, params: dict[str, Any]) -> dict[str, Any]:
-        result = sweep(self.notebook, self.seeds, jobs=self.jobs, threads=self.threads,
-                       parameters=without_seeds(params), profile=self.profile, root=self.out_root,
-                       progress=self.progress, cluster=self.cluster)
+    def _sweep_row(self, result: SweepResult) -> dict[str, Any]:
         failed = [(f"seed {seed}", *failure) for seed, failure in sorted(result.failures.items())]
         if result.report_error is not None:
             failed.append(("report", *result.report_error))
@@ -181,23 +276,26 @@ class _Reproduction:
             "errors": "; ".join(errors),
         }
 
-    def _once(self, declared: DeclaredParameters, params: dict[str, Any]) -> dict[str, Any]:
+    def _once_job(self, declared: DeclaredParameters, params: dict[str, Any]) -> Job:
         params = non_default(declared, params)
         kernel, _ = kernel_for(self.notebook, None)
         out_dir = notebook_out_dir(self.notebook, self.profile, params, self.out_root)
         reserve_out_dir(out_dir, self.notebook, self.profile, params)
         (out_dir / CLAIMS_FILE).unlink(missing_ok=True)  # from an earlier execution
         name = self.notebook.stem + (f"_seeds-{seeds_label(self.seeds)}" if "seeds" in params else "")
-        digest = notebook_sha256(self.notebook)
         options = {"kernel_name": kernel, "execution_timeout": None, "start_retries": 2,
                    "threads": self.threads, "env": kernel_env(self.profile, out_dir)}
-        outcome = attempt(Job(self.notebook, out_dir / f"{name}.ipynb", params, digest, options))
-        ok = outcome.error is None and is_done(out_dir / f"{name}.ipynb", params, digest)
+        return Job(self.notebook, out_dir / f"{name}.ipynb", params, notebook_sha256(self.notebook), options)
+
+    @staticmethod
+    def _once_row(job: Job, outcome: Outcome | None) -> dict[str, Any]:
+        error = "the execution did not run" if outcome is None else outcome.error
+        ok = error is None and is_done(job.final, job.parameters, job.notebook_sha256)
         return {
             "status": "ok" if ok else "failed",
-            "folder": str(out_dir),
-            "executed": _existing_names([out_dir / f"{name}.ipynb"]),
-            "errors": "" if outcome.error is None else _failure(outcome.path, outcome.error),
+            "folder": str(job.final.parent),
+            "executed": _existing_names([job.final]),
+            "errors": "" if error is None else _failure(outcome.path if outcome else None, error),
         }
 
 

@@ -344,6 +344,7 @@ class Outcome:
     seed: int | None
     path: Path | None
     error: str | None
+    wall_s: float = 0.0
 
 
 def attempt(job: Job) -> Outcome:
@@ -358,9 +359,9 @@ def attempt(job: Job) -> Outcome:
         log.error("%s -> %s failed: %s", job.notebook.name, job.final, error)
         failed.unlink(missing_ok=True)
         if not running.exists():
-            return Outcome(job.seed, None, error)
+            return Outcome(job.seed, None, error, time.perf_counter() - start)
         os.replace(running, failed)
-        return Outcome(job.seed, failed, error)
+        return Outcome(job.seed, failed, error, time.perf_counter() - start)
     marker = _marker(job.final)
     marker.unlink(missing_ok=True)
     os.replace(running, job.final)
@@ -376,7 +377,7 @@ def attempt(job: Job) -> Outcome:
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    return Outcome(job.seed, job.final, None)
+    return Outcome(job.seed, job.final, None, time.perf_counter() - start)
 
 
 def _execute(jobs: Sequence[Job], workers: int, cluster: ClusterConfig | None, folder: Path,
@@ -436,11 +437,98 @@ def sweep(
     is done. With ``cluster.wait`` False the seeds are submitted and the sweep returns
     (``SweepResult.submitted``); the same call later skips the finished seeds and renders the report.
     """
+    check_counts(jobs, threads)
+    plan = plan_sweep(notebook, seeds, threads=threads, parameters=parameters, profile=profile, out_dir=out_dir,
+                      root=root, kernel_name=kernel_name, execution_timeout=execution_timeout,
+                      start_retries=start_retries)
+    result, pending = plan.result, list(plan.pending)
+    log.info("%s: %d seeds to run, %d done, %d jobs x %d threads, into %s", result.notebook.name, len(pending),
+             len(result.skipped), jobs, threads, result.out_dir)
+    cluster = cluster or ClusterConfig()
+    logs = result.out_dir / "submitit"
+    if cluster.executor == "slurm" and pending:
+        queued = in_flight(logs, [_element_key(job) for job in pending])
+        for job in [job for job in pending if _element_key(job) in queued]:
+            log.info("%s seed %s: still queued or running as Slurm job %s, not submitted again",
+                     result.notebook.name, job.seed, queued[_element_key(job)])
+            result.in_flight[job.seed] = queued[_element_key(job)]
+        pending = [job for job in pending if _element_key(job) not in queued]
+    if not cluster.submitit:
+        warn_oversubscribed(min(jobs, len(pending)), threads)
+    if not cluster.wait or result.in_flight:
+        list(_execute(pending, jobs, cluster, logs, result.notebook.stem))
+        result.submitted = [job.seed for job in pending if job.seed is not None]
+        log.info("%s: seeds %s submitted, %s in the queue; run the same command once they finished for the "
+                 "report", result.notebook.name, result.submitted, sorted(result.in_flight))
+        return result
+    with logging_redirect_tqdm(), tqdm(
+        total=len(result.seeds), initial=len(result.skipped), desc=result.notebook.stem, unit="seed",
+        disable=not progress,
+    ) as bar:
+        for outcome in _execute(pending, jobs, cluster, logs, result.notebook.stem):
+            plan.record(outcome)
+            bar.update()
+    if result.failures:
+        log.error("%s: seeds %s failed; no report", result.notebook.name, sorted(result.failures))
+        return result
+    plan.record(attempt(plan.report_job()))
+    return result
+
+
+@dataclass
+class SweepPlan:
+    """A checked sweep before it runs: its :class:`SweepResult` (seeds done before listed as skipped), the
+    seed executions still to run, and what the report pass needs. :func:`sweep` runs one;
+    :func:`attnlib.engine.reproduce.reproduce_all` runs the seeds of several in one pool of processes."""
+
+    result: SweepResult
+    pending: list[Job]
+    options: dict[str, Any]
+    digest: str
+    profile: str
+
+    def record(self, outcome: Outcome) -> None:
+        """Note a finished execution: a seed's (seed set) or the report's (seed None)."""
+        result = self.result
+        ok = outcome.error is None and outcome.path is not None
+        if outcome.seed is None:
+            if ok:
+                result.report = outcome.path
+                log.info("%s: report %s", result.notebook.name, outcome.path)
+            else:
+                result.report_error = (outcome.path, outcome.error or "")
+        elif ok:
+            result.executed[outcome.seed] = outcome.path
+        else:
+            result.failures[outcome.seed] = (outcome.path, outcome.error or "")
+
+    def report_job(self) -> Job:
+        """The report pass: every seed, ``$ATTNLIB_OUTPUT_DIR`` set to the output folder."""
+        result = self.result
+        options = {**self.options, "env": kernel_env(self.profile, result.out_dir)}
+        return Job(result.notebook, result.report_path, {**result.parameters, "seeds": result.seeds}, self.digest,
+                   options)
+
+
+def plan_sweep(
+    notebook: Path,
+    seeds: Sequence[int],
+    *,
+    threads: int = 1,
+    parameters: Mapping[str, Any] | None = None,
+    profile: str | None = None,
+    out_dir: Path | None = None,
+    root: Path | None = None,
+    kernel_name: str | None = None,
+    execution_timeout: int | None = None,
+    start_retries: int = 2,
+) -> SweepPlan:
+    """Check a sweep and reserve its output folder (as :func:`sweep` describes); nothing runs yet."""
     notebook = _existing_notebook(notebook)
     seeds = list(dict.fromkeys(int(seed) for seed in seeds))
     if not seeds:
         raise UsageError(f"{notebook}: no seeds to run")
-    check_counts(jobs, threads)
+    check_counts(1, threads)
     declared = declared_parameters(notebook)
     missing = [name for name in IMPLICIT if name not in declared.names]
     if missing:
@@ -474,47 +562,14 @@ def sweep(
             result.skipped.append(seed)
         else:
             pending.append(job)
-    log.info("%s: %d seeds to run, %d done, %d jobs x %d threads, into %s", notebook.name, len(pending),
-             len(result.skipped), jobs, threads, out_dir)
-    cluster = cluster or ClusterConfig()
-    logs = out_dir / "submitit"
-    if cluster.executor == "slurm" and pending:
-        queued = in_flight(logs, [_element_key(job) for job in pending])
-        for job in [job for job in pending if _element_key(job) in queued]:
-            log.info("%s seed %s: still queued or running as Slurm job %s, not submitted again",
-                     notebook.name, job.seed, queued[_element_key(job)])
-            result.in_flight[job.seed] = queued[_element_key(job)]
-        pending = [job for job in pending if _element_key(job) not in queued]
+    return SweepPlan(result, pending, options, digest, profile)
+
+
+def warn_oversubscribed(workers: int, threads: int) -> None:
+    """Warn when ``workers`` processes of ``threads`` threads exceed this machine's cores."""
     cores = os.cpu_count() or 1
-    if not cluster.submitit and min(jobs, len(pending)) * threads > cores:
-        log.warning("%d jobs x %d threads exceed the %d cores: runs share cores", jobs, threads, cores)
-    if not cluster.wait or result.in_flight:
-        list(_execute(pending, jobs, cluster, logs, notebook.stem))
-        result.submitted = [job.seed for job in pending if job.seed is not None]
-        log.info("%s: seeds %s submitted, %s in the queue; run the same command once they finished for the "
-                 "report", notebook.name, result.submitted, sorted(result.in_flight))
-        return result
-    with logging_redirect_tqdm(), tqdm(
-        total=len(seeds), initial=len(result.skipped), desc=notebook.stem, unit="seed", disable=not progress
-    ) as bar:
-        for outcome in _execute(pending, jobs, cluster, logs, notebook.stem):
-            assert outcome.seed is not None
-            if outcome.error is None and outcome.path is not None:
-                result.executed[outcome.seed] = outcome.path
-            else:
-                result.failures[outcome.seed] = (outcome.path, outcome.error or "")
-            bar.update()
-    if result.failures:
-        log.error("%s: seeds %s failed; no report", notebook.name, sorted(result.failures))
-        return result
-    report_options = {**options, "env": kernel_env(profile, out_dir)}
-    report = attempt(Job(notebook, result.report_path, {**params, "seeds": seeds}, digest, report_options))
-    if report.error is None:
-        result.report = report.path
-        log.info("%s: report %s", notebook.name, report.path)
-    else:
-        result.report_error = (report.path, report.error)
-    return result
+    if workers * threads > cores:
+        log.warning("%d jobs x %d threads exceed the %d cores: runs share cores", workers, threads, cores)
 
 
 def sweep_command(args: argparse.Namespace) -> int:

@@ -29,8 +29,8 @@ WORDS = {
     "kernel_start": "kernel start-up and papermill (wall time minus the cells' durations)",
     "training": "Trainer.fit of the runs trained in the seed passes (epochs, validation included)",
     "scoring": "test scoring, the studies' evaluators and after-run hooks of those runs",
-    "rest": "the rest of the seed passes' cells: imports, data generation and decoding, loading stored runs, "
-            "figures",
+    "rest": "the rest of the seed passes' cells (imports, data generation and decoding, loading stored runs, "
+            "figures), and run-once notebooks' cells",
     "report": "the report pass (all seeds' runs loaded from the store, tables, tests, figures)",
     "total": "sum of the executions' wall times (parallel seeds overlap, so it can exceed the elapsed time)",
 }
@@ -54,8 +54,8 @@ def notebook_timings(out_root: Path, store_root: Path) -> pd.DataFrame:
             cells = _cell_seconds(marker["path"])
             row["total"] += wall
             row["kernel_start"] += max(wall - cells, 0.0) if cells is not None else 0.0
-            if marker["report"]:
-                row["report"] += cells if cells is not None else wall
+            if marker["kind"] != "seed":  # a report pass, or a run-once notebook (its cells are its rest)
+                row["report" if marker["kind"] == "report" else "rest"] += cells if cells is not None else wall
                 continue
             phases = _phases(runs, marker)
             row["training"] += phases["training"]
@@ -86,8 +86,8 @@ def _marker(path: Path) -> dict[str, Any] | None:
         return None
     seeds = found.get("parameters", {}).get("seeds")
     notebook = path.with_name(path.name.removesuffix(".done.json") + ".ipynb")
-    return {"path": notebook, "wall_s": wall, "finished": finished, "seeds": seeds,
-            "report": not path.name.startswith("seed_")}
+    kind = "seed" if path.name.startswith("seed_") else "report" if path.name.startswith("report_") else "once"
+    return {"path": notebook, "wall_s": wall, "finished": finished, "seeds": seeds, "kind": kind}
 
 
 def _cell_seconds(notebook: Path) -> float | None:

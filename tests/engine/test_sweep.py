@@ -416,8 +416,11 @@ def test_summary_lists_what_is_on_disk(fake_papermill: FakePapermill, tmp_path: 
         f"seed 1: ValueError: seed 1 broke (cell In [2]) ({probe / 'seed_1.failed.ipynb'})")
     assert first.loc["b_once.ipynb", "executed"] == "b_once_seeds-0-1.ipynb"
 
-    fake_papermill.outcomes.extend([None, None, _cell_error("RuntimeError", "once broke")])
+    # one pool: seed 1 and the run-once notebook first, then the report (outcomes are taken in call order)
+    fake_papermill.outcomes.extend([None, _cell_error("RuntimeError", "once broke"), None])
     second = reproduce()  # seed 1 and the report succeed now; the run-once notebook fails this time
+    assert [call["output"].name for call in fake_papermill.calls[-3:]] == [
+        "seed_1.running.ipynb", "b_once_seeds-0-1.running.ipynb", "report_seeds-0-1.running.ipynb"]
     assert list(second["status"]) == ["ok", "failed"]
     assert second.loc["a_probe.ipynb", "executed"] == "seed_0.ipynb; seed_1.ipynb"
     assert second.loc["a_probe.ipynb", "report"] == "report_seeds-0-1.ipynb"

@@ -50,6 +50,10 @@ def test_time_goes_to_the_pass_of_its_seed_and_window(tmp_path: Path) -> None:
     assert row["rest"] == pytest.approx((92 - 40 - 9) + (103 - 70 - 4))
     assert row["report"] == pytest.approx(15.0)
     assert row["total"] == pytest.approx(230.0)
+    once = out / "notebooks" / "00_z" / "quick-ghi"
+    _execution(once, "00_z_seeds-0", 30.0, T0, [0], [4.0, 20.0])  # a run-once notebook: its cells are "rest"
+    row = notebook_timings(out, store).set_index("notebook").loc["00_z"]
+    assert (row["rest"], row["report"], row["kernel_start"], row["total"]) == (24.0, 0.0, 6.0, 30.0)
     shown = minutes_table(frame)
     assert list(shown["notebook"]) == ["01_x", "all"]
     assert shown.loc[1, "total (min)"] == pytest.approx(round(230 / 60, 1))
