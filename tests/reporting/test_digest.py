@@ -148,6 +148,8 @@ def test_reproduce_heads_the_summary_with_the_digest(
     markdown = (root / "summary.md").read_text()
     title, rest = markdown.split("\n## Results\n")
     digest, runs = rest.split("\n## Runs\n")
+    runs, timings = runs.split("\n## Where the time went\n")
+    assert "| a_claims | 3 |" in timings and "| c_once | 1 |" in timings
     assert title.startswith("# attnlib reproduce: profile smoke, seeds [0, 1]")
     a_folder, b_folder = (next((root / "notebooks" / stem).iterdir()) for stem in ("a_claims", "b_corrupt"))
     report = (a_folder / "report_seeds-0-1.ipynb").relative_to(root)
