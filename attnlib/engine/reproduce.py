@@ -173,7 +173,7 @@ class _Reproduction:
     profile: str
     seeds: list[int]
     passed: dict[str, Any]
-    jobs_: int
+    workers: int
     threads: int
     out_root: Path
     progress: bool
@@ -249,7 +249,7 @@ class _Reproduction:
             return row
         try:
             if row["kind"] == "sweep":
-                result = sweep(self.notebook, self.seeds, jobs=self.jobs_, threads=self.threads,
+                result = sweep(self.notebook, self.seeds, jobs=self.workers, threads=self.threads,
                                parameters=without_seeds(params), profile=self.profile, root=self.out_root,
                                progress=self.progress, cluster=self.cluster)
                 row.update(self._sweep_row(result))

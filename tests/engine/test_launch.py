@@ -155,3 +155,18 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert cli_main(argv) == 0
     assert "0 cell(s) trained, 1 done before" in capsys.readouterr().out
     assert cli_main([*argv[:2], "--profile", "smoke", "--scenario", "nope/x", "--results-folder", str(tmp_path)]) == 2
+
+
+def test_reproduce_through_submitit(tmp_path: Path) -> None:
+    import shutil
+
+    from attnlib.engine.reproduce import reproduce_all
+
+    notebooks, root = tmp_path / "notebooks", tmp_path / "runs"
+    notebooks.mkdir()
+    shutil.copy(PROBE, notebooks / "a_probe.ipynb")
+    summary = reproduce_all(notebooks, profile="smoke", seeds=[0], out_root=root, progress=False, cluster=SUBMITIT,
+                            parameters={"out_dir": str(tmp_path / "store")})
+    assert list(summary["status"]) == ["ok"] and summary.loc[0, "report"] == "report_seeds-0.ipynb"
+    logs = Path(summary.loc[0, "folder"]) / "submitit"
+    assert set(json.loads((logs / ln.SUBMITTED).read_text())) == {"seed_0.ipynb"}
