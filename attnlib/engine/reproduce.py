@@ -28,7 +28,7 @@ from attnlib.core.paths import runs_dir
 from attnlib.core.profiles import DEFAULT as DEFAULT_PROFILE
 from attnlib.core.profiles import ENV_VAR as PROFILE_ENV
 from attnlib.core.profiles import check_profile
-from attnlib.engine.launch import ClusterConfig, element_error, run_elements
+from attnlib.engine.launch import ClusterConfig
 from attnlib.engine.timings import WORDS as TIMING_WORDS
 from attnlib.engine.timings import minutes_table, notebook_timings
 from attnlib.engine.notebook_params import (
@@ -53,6 +53,7 @@ from attnlib.engine.sweep import (
     attempt,
     check_counts,
     cluster_from_args,
+    execute_jobs,
     plan_sweep,
     warn_oversubscribed,
     is_done,
@@ -141,25 +142,24 @@ def reproduce_all(
         return pd.DataFrame(rows)
     for run in runs:
         run.plan(declared[run.notebook])
-    _pool(runs, [job for run in runs for job in run.jobs()], jobs, threads, "executions", progress)
-    _pool(runs, [job for run in runs if (job := run.report_job()) is not None], jobs, threads, "reports", progress)
+    _pool([(run, job) for run in runs for job in run.jobs()], jobs, threads, out_root, "executions", progress)
+    _pool([(run, job) for run in runs if (job := run.report_job()) is not None], jobs, threads, out_root, "reports",
+          progress)
     summary = pd.DataFrame([run.finish() for run in runs])
     _write_summary(out_root, summary, profile, list(seeds), threads, digest, store_root)
     return summary
 
 
-def _pool(runs: Sequence[_Reproduction], jobs: Sequence[Job], workers: int, threads: int, what: str,
+def _pool(work: Sequence[tuple[_Reproduction, Job]], workers: int, threads: int, out_root: Path, what: str,
           progress: bool) -> None:
     """Run every notebook's executions in one pool of ``workers`` processes (the next notebook's seeds start as
     soon as a process is free; results do not depend on the order) and hand each outcome to its notebook."""
-    owner = {id(job): run for run in runs for job in run.jobs() + [run.report_job()] if job is not None}
+    owner = {id(job): run for run, job in work}
+    jobs = [job for _, job in work]
     warn_oversubscribed(min(workers, len(jobs)), threads)
     with logging_redirect_tqdm(), tqdm(total=len(jobs), desc=what, unit="notebook", disable=not progress) as bar:
-        for index, value in run_elements(attempt, jobs, jobs=workers):
-            job = jobs[index]
-            if isinstance(value, BaseException):  # the worker process died
-                value = Outcome(job.seed, None, f"worker process failed: {element_error(value)}")
-            owner[id(job)].record(value)
+        for job, outcome in execute_jobs(jobs, workers, None, out_root, what):
+            owner[id(job)].record(outcome)
             bar.update()
 
 
@@ -181,7 +181,6 @@ class _Reproduction:
     _row: dict[str, Any] = field(default_factory=dict)
     _sweep: SweepPlan | None = None
     _once: Job | None = None
-    _report: Job | None = None
     _outcomes: list[Outcome] = field(default_factory=list)
 
     def _params(self, declared: DeclaredParameters | str) -> dict[str, Any] | None:
@@ -220,10 +219,10 @@ class _Reproduction:
         return [self._once] if self._once is not None else []
 
     def report_job(self) -> Job | None:
-        """The report pass, once every seed succeeded (the same object on every call)."""
-        if self._sweep is not None and not self._sweep.result.failures and self._report is None:
-            self._report = self._sweep.report_job()
-        return self._report if self._sweep is not None and not self._sweep.result.failures else None
+        """The report pass, once every seed succeeded (None before, or for a run-once notebook)."""
+        if self._sweep is None or self._sweep.result.failures:
+            return None
+        return self._sweep.report_job()
 
     def record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)

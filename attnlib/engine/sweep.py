@@ -380,16 +380,17 @@ def attempt(job: Job) -> Outcome:
     return Outcome(job.seed, job.final, None, time.perf_counter() - start)
 
 
-def _execute(jobs: Sequence[Job], workers: int, cluster: ClusterConfig | None, folder: Path,
-             name: str) -> Iterator[Outcome]:
-    """Run the jobs through :func:`attnlib.engine.launch.run_elements` (local processes or submitit); an
-    element that died (killed, out of memory, out of time) becomes a failed :class:`Outcome`."""
+def execute_jobs(jobs: Sequence[Job], workers: int, cluster: ClusterConfig | None, folder: Path,
+                 name: str) -> Iterator[tuple[Job, Outcome]]:
+    """Run the jobs through :func:`attnlib.engine.launch.run_elements` (local processes or submitit); yields
+    each job with its outcome as it finishes. An element that died (killed, out of memory, out of time)
+    becomes a failed :class:`Outcome`."""
     keys = [_element_key(job) for job in jobs]
     for index, value in run_elements(attempt, jobs, cluster=cluster, jobs=workers, folder=folder, name=name,
                                      keys=keys):
         if isinstance(value, BaseException):
             value = Outcome(jobs[index].seed, None, f"element failed: {element_error(value)}")
-        yield value
+        yield jobs[index], value
 
 
 def _element_key(job: Job) -> str:
@@ -456,7 +457,7 @@ def sweep(
     if not cluster.submitit:
         warn_oversubscribed(min(jobs, len(pending)), threads)
     if not cluster.wait or result.in_flight:
-        list(_execute(pending, jobs, cluster, logs, result.notebook.stem))
+        list(execute_jobs(pending, jobs, cluster, logs, result.notebook.stem))
         result.submitted = [job.seed for job in pending if job.seed is not None]
         log.info("%s: seeds %s submitted, %s in the queue; run the same command once they finished for the "
                  "report", result.notebook.name, result.submitted, sorted(result.in_flight))
@@ -465,7 +466,7 @@ def sweep(
         total=len(result.seeds), initial=len(result.skipped), desc=result.notebook.stem, unit="seed",
         disable=not progress,
     ) as bar:
-        for outcome in _execute(pending, jobs, cluster, logs, result.notebook.stem):
+        for _, outcome in execute_jobs(pending, jobs, cluster, logs, result.notebook.stem):
             plan.record(outcome)
             bar.update()
     if result.failures:
